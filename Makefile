@@ -1,0 +1,18 @@
+# fcn-caffe: `make demo` and `make test` work on a fresh machine (they install what they need).
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install demo test nets bench
+
+# torch first, pinned, so that pip never resolves another (CUDA-laden) build for our `torch>=2.1`.
+install:
+	@$(PYTHON) -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$(TORCH_VERSION)' else 1)" 2>/dev/null \
+		|| $(PYTHON) -m pip install -q torch==$(TORCH_VERSION)
+	@$(PYTHON) -m pip install -q -e '.[test]'
+
+demo: install
+	$(PYTHON) -m fcn demo --out demo
+
+test: install
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests

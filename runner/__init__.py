@@ -1,0 +1,1 @@
+"""Run Caffe nets on PyTorch behind the pycaffe API."""

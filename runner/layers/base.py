@@ -1,0 +1,51 @@
+"""The contract every layer implementation follows.
+
+A layer is built once from its LayerParameter and the net's phase. The Net asks it which learnable
+blobs it owns (shapes and fillers, given the bottom shapes), and calls ``forward`` with torch tensors.
+Backward is autograd's job: a layer writes a custom ``torch.autograd.Function`` only where Caffe's
+gradient differs from the mathematical one (e.g. tie-breaking rules). Top shapes are found by running
+``forward`` on meta tensors, so forwards must not depend on data for shapes (no boolean indexing,
+no ``.item()``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+
+Shape = Tuple[int, ...]
+
+
+@dataclass
+class ParamSpec:
+    """A learnable blob a layer owns: its shape and the FillerParameter that initialises it (None: zeros)."""
+    shape: Shape
+    filler: Optional[Any] = None
+
+
+class Layer:
+    """Base of all built-in layers. Subclasses override ``param_specs`` (if they own blobs) and ``forward``."""
+
+    #: Layers whose first top is a loss by default (Caffe: type name ends in "Loss").
+    default_loss_weight: float = 0.0
+
+    def __init__(self, layer_param: Any, phase: int) -> None:
+        self.layer_param = layer_param
+        self.phase = phase
+        self.name: str = layer_param.name
+        self.type: str = layer_param.type
+
+    def param_specs(self, bottom_shapes: Sequence[Shape]) -> List[ParamSpec]:
+        """The learnable blobs this layer owns for these bottom shapes (none by default)."""
+        return []
+
+    def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def check_bottoms(self, count_min: int, count_max: Optional[int], bottoms: Sequence[Any]) -> None:
+        """Raise a clear error when the layer got a wrong number of bottoms."""
+        n = len(bottoms)
+        if n < count_min or (count_max is not None and n > count_max):
+            want = str(count_min) if count_max == count_min else f"{count_min}..{count_max if count_max is not None else 'n'}"
+            raise ValueError(f"layer '{self.name}' ({self.type}) takes {want} bottom blob(s), got {n}")

@@ -1,0 +1,17 @@
+"""fcn-caffe: a Caffe-compatible prototxt generator and runner for Fully Convolutional Networks."""
+from setuptools import find_packages, setup
+
+setup(
+    name="fcn-caffe",
+    version="0.1.0",
+    description="Caffe-compatible FCN tooling: prototxt/caffemodel formats, NetSpec, a PyTorch runner "
+                "behind the pycaffe API, Caffe solvers, net surgery and the FCN model zoo.",
+    packages=find_packages(include=["netspec", "netspec.*", "runner", "runner.*", "solvers", "solvers.*",
+                                    "surgery", "surgery.*", "data_layers", "data_layers.*", "fcn", "fcn.*"]),
+    package_data={"netspec": ["caffe.proto"]},
+    python_requires=">=3.9",
+    # torch is installed first by the Makefile at the pinned CPU version; any torch 2.x serves.
+    install_requires=["torch>=2.1", "numpy", "protobuf>=4.21,<8", "pillow", "scipy", "tqdm", "matplotlib"],
+    extras_require={"test": ["pytest", "opencv-python-headless<5", "onnx", "onnxruntime"]},
+    entry_points={"console_scripts": ["fcn = fcn.cli:main"]},
+)
