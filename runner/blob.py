@@ -1,0 +1,175 @@
+"""pycaffe's Blob: ``.data`` and ``.diff`` as numpy arrays over tensors that may live on a GPU.
+
+Caffe's SyncedMemory keeps a host and a device copy and a "head" saying which one is current; pycaffe's
+``.data`` hands out the host copy and moves the head there, so a script that writes ``blob.data[...]``
+before a GPU forward is honoured. We keep the same contract. On the CPU the numpy arrays are views of
+the tensors' storage, so there is never a copy; on a GPU the host mirror is filled only when Python
+code asks for it, so the hot path (layer to layer on the device) never synchronises.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+_DEVICE, _HOST = "device", "host"
+
+
+class _Synced:
+    """One tensor plus its lazily made host mirror, with Caffe's head semantics."""
+
+    __slots__ = ("tensor", "host", "head")
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+        self.host: Optional[np.ndarray] = None
+        self.head = _DEVICE
+
+    def set(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+        self.head = _DEVICE
+
+    def numpy(self) -> np.ndarray:
+        """The host array; on a device, copied over and marked as the current head (the caller may write)."""
+        t = self.tensor
+        if t.device.type == "cpu":
+            return t.detach().numpy()
+        if self.head == _DEVICE:
+            if self.host is None or self.host.shape != tuple(t.shape):
+                self.host = np.empty(tuple(t.shape), dtype=np.float32)
+            self.host[...] = t.detach().cpu().numpy()
+            self.head = _HOST
+        return self.host
+
+    def current(self) -> torch.Tensor:
+        """The tensor, after bringing back any host-side writes (written into the same storage, so that
+        tensors saved by autograd keep their identity, as Caffe overwrites blob memory)."""
+        if self.head == _HOST and self.host is not None:
+            self.tensor.data.copy_(torch.from_numpy(self.host), non_blocking=False)
+            self.head = _DEVICE
+        return self.tensor
+
+    def to(self, device: torch.device) -> None:
+        current = self.current()
+        if current.device != device:
+            self.tensor = current.detach().to(device)
+            self.host = None
+            self.head = _DEVICE
+
+
+class Blob:
+    """A named N-D float32 array with a gradient, as pycaffe exposes it."""
+
+    def __init__(self, shape: Sequence[int] = (), device: torch.device = torch.device("cpu"),
+                 tensor: Optional[torch.Tensor] = None) -> None:
+        if tensor is None:
+            tensor = torch.zeros(tuple(int(d) for d in shape), dtype=torch.float32, device=device)
+        self._data = _Synced(tensor)
+        self._diff: Optional[_Synced] = None
+
+    # ----- the arrays -----
+    @property
+    def data(self) -> np.ndarray:
+        return self._data.numpy()
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self.data[...] = value
+
+    @property
+    def diff(self) -> np.ndarray:
+        return self._diff_synced().numpy()
+
+    @diff.setter
+    def diff(self, value: np.ndarray) -> None:
+        self.diff[...] = value
+
+    # ----- shape -----
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return tuple(self._data.tensor.shape)
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def _legacy_dim(self, index: int) -> int:
+        shape = self.shape
+        if len(shape) > 4:
+            raise ValueError(f"legacy accessor used on a {len(shape)}-D blob; use .shape")
+        padded = (1,) * (4 - len(shape)) + shape
+        return padded[index]
+
+    @property
+    def num(self) -> int:
+        return self._legacy_dim(0)
+
+    @property
+    def channels(self) -> int:
+        return self._legacy_dim(1)
+
+    @property
+    def height(self) -> int:
+        return self._legacy_dim(2)
+
+    @property
+    def width(self) -> int:
+        return self._legacy_dim(3)
+
+    def reshape(self, *shape: int) -> None:
+        """Give the blob a new shape. Values are kept when the count is unchanged, otherwise zeroed
+        (Caffe reallocates only when the count grows; nobody may rely on the old values then)."""
+        if len(shape) == 1 and not isinstance(shape[0], int):
+            shape = tuple(shape[0])
+        new_shape = tuple(int(d) for d in shape)
+        if any(d < 0 for d in new_shape):
+            raise ValueError(f"Blob.reshape: negative dimension in {new_shape}")
+        if new_shape == self.shape:
+            return
+        old = self._data.current()
+        if old.numel() == int(np.prod(new_shape, dtype=np.int64)):
+            fresh = old.detach().reshape(new_shape).clone()
+        else:
+            fresh = torch.zeros(new_shape, dtype=old.dtype, device=old.device)
+        self._data.set(fresh)
+        self._diff = None
+
+    # ----- for the runner -----
+    @property
+    def device(self) -> torch.device:
+        return self._data.tensor.device
+
+    def tensor(self) -> torch.Tensor:
+        """The current data tensor (host-side writes applied)."""
+        return self._data.current()
+
+    def set_tensor(self, tensor: torch.Tensor) -> None:
+        """Make a freshly computed tensor this blob's data (the device copy becomes the head)."""
+        self._data.set(tensor)
+
+    def diff_tensor(self) -> torch.Tensor:
+        return self._diff_synced().current()
+
+    def set_diff_tensor(self, tensor: torch.Tensor) -> None:
+        if self._diff is None:
+            self._diff = _Synced(tensor)
+        else:
+            self._diff.set(tensor)
+
+    def has_diff(self) -> bool:
+        return self._diff is not None
+
+    def to(self, device: torch.device) -> None:
+        self._data.to(device)
+        if self._diff is not None:
+            self._diff.to(device)
+
+    def _diff_synced(self) -> _Synced:
+        t = self._data.tensor
+        if self._diff is None or tuple(self._diff.tensor.shape) != tuple(t.shape):
+            self._diff = _Synced(torch.zeros(t.shape, dtype=t.dtype, device=t.device))
+        return self._diff
+
+    def __repr__(self) -> str:
+        return f"Blob(shape={self.shape})"

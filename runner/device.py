@@ -1,0 +1,47 @@
+"""Caffe's global compute mode (``set_mode_cpu``/``set_mode_gpu``/``set_device``) mapped onto torch devices.
+
+Caffe keeps one process-wide mode that every Net follows at its next forward; we keep the same: a Net
+reads ``current_device()`` whenever it runs and moves itself if the mode changed since its last run.
+"""
+from __future__ import annotations
+
+import torch
+
+_state = {"gpu": False, "device_id": 0}
+
+
+def set_mode_cpu() -> None:
+    """Run every net on the CPU from the next forward on."""
+    _state["gpu"] = False
+
+
+def set_mode_gpu() -> None:
+    """Run every net on the selected CUDA device; falls back to the CPU (with no error) when CUDA is absent,
+    so that pycaffe scripts written for a GPU still run on a laptop."""
+    _state["gpu"] = True
+
+
+def set_device(device_id: int) -> None:
+    """Select the CUDA device used in GPU mode (Caffe's ``set_device``)."""
+    if device_id < 0:
+        raise ValueError(f"set_device: device id must be >= 0, got {device_id}")
+    _state["device_id"] = int(device_id)
+
+
+def gpu_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def current_device() -> torch.device:
+    """The torch device nets run on now."""
+    if _state["gpu"] and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if _state["device_id"] >= count:
+            raise ValueError(f"set_device({_state['device_id']}): only {count} CUDA device(s) present")
+        return torch.device("cuda", _state["device_id"])
+    return torch.device("cpu")
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed every random source a net uses (fillers, Dropout), as Caffe's ``set_random_seed``."""
+    torch.manual_seed(int(seed))

@@ -1,0 +1,369 @@
+"""The executable form of a Caffe net: a ``torch.nn.Module`` that walks its layers over named tensors.
+
+``build_graph`` does what Caffe's Net::Init does (filter, insert splits, set each layer up in order,
+decide loss weights and which parameters and blobs need gradients). ``NetGraph.run`` is the hot loop:
+one dict look-up and one layer call per layer, no host synchronisation. ``NetGraph.backward`` asks
+autograd for exactly the gradients Caffe would compute and files them into the Blobs' diffs.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from netspec import caffe_pb2
+from netspec.filtering import filter_net
+from netspec.prototxt import read_prototxt
+from netspec.splits import insert_splits
+from netspec.upgrade import upgrade_net
+from runner.blob import Blob
+from runner.fillers import fill
+from runner.layers.base import Layer
+from runner.python_layer import PythonLayerHost, instantiate
+from runner.registry import layer_class
+
+#: Layer types that only name the net's inputs; their tops are Blobs the user writes into.
+INPUT_TYPES = ("Input",)
+
+
+@dataclass
+class LayerSlot:
+    """One layer of the instantiated net: its Caffe identity, implementation and parameter blobs."""
+    name: str
+    type: str
+    layer_param: Any
+    bottoms: List[str]
+    tops: List[str]
+    impl: Optional[Layer] = None
+    python_layer: Any = None
+    python_host: Optional[PythonLayerHost] = None
+    param_blobs: List[Blob] = field(default_factory=list)
+    params: List[torch.nn.Parameter] = field(default_factory=list)
+    param_needs_grad: List[bool] = field(default_factory=list)
+    top_loss_weights: List[float] = field(default_factory=list)
+
+    @property
+    def is_input(self) -> bool:
+        return self.type in INPUT_TYPES
+
+
+class NetGraph(torch.nn.Module):
+    """Layers, blobs and parameters of one net, runnable forward and backward."""
+
+    def __init__(self, name: str, force_backward: bool) -> None:
+        super().__init__()
+        self.name = name
+        self.force_backward = force_backward
+        self.slots: List[LayerSlot] = []
+        self.blobs: "OrderedDict[str, Blob]" = OrderedDict()
+        self.input_names: List[str] = []
+        self.output_names: List[str] = []
+        self.loss_weights: Dict[str, float] = {}
+        self.param_list = torch.nn.ParameterList()
+
+    # ----- forward -----
+    def run(self, start: int, end: int, first_versions: Dict[str, torch.Tensor],
+            before: Sequence[Callable[[int], None]] = (), after: Sequence[Callable[[int], None]] = ()) -> List[torch.Tensor]:
+        """Run layers ``start..end``; record each blob's first tensor of this pass (its diff is the gradient
+        of that tensor, as in-place layers overwrite Caffe's diff on the way down). Returns the weighted
+        loss terms of the layers run."""
+        losses: List[torch.Tensor] = []
+        blobs = self.blobs
+        for index in range(start, end + 1):
+            slot = self.slots[index]
+            for fn in before:
+                fn(index)
+            if slot.is_input:
+                for top in slot.tops:
+                    tensor = blobs[top].tensor()
+                    if self.force_backward and not tensor.requires_grad:
+                        tensor.requires_grad_(True)
+                    first_versions[top] = tensor
+            else:
+                bottoms = [blobs[b].tensor() for b in slot.bottoms]
+                if slot.python_host is not None:
+                    tops = slot.python_host.forward(bottoms)
+                else:
+                    tops = slot.impl.forward(bottoms, list(slot.params))
+                for top_name, tensor, weight in zip(slot.tops, tops, slot.top_loss_weights):
+                    blobs[top_name].set_tensor(tensor)
+                    if top_name not in first_versions or top_name not in slot.bottoms:
+                        first_versions[top_name] = tensor
+                    if weight:
+                        losses.append(tensor.detach().sum() * weight)
+            for fn in after:
+                fn(index)
+        return losses
+
+    def forward(self, **inputs: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``nn.Module`` entry point: set the given input tensors, run every layer, return the outputs."""
+        for name, tensor in inputs.items():
+            self.blobs[name].set_tensor(tensor)
+        self.run(0, len(self.slots) - 1, {})
+        return {name: self.blobs[name].tensor() for name in self.output_names}
+
+    # ----- backward -----
+    def backward_seeds(self) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """Outputs to differentiate and their incoming gradients: loss tops (diff = loss weight) and any
+        output blob whose diff the user has written."""
+        tensors, grads = [], []
+        for name in self.output_names + [n for n in self.loss_weights if n not in self.output_names]:
+            blob = self.blobs[name]
+            if name not in self.loss_weights and not blob.has_diff():
+                continue
+            tensor = blob.tensor()
+            if tensor.requires_grad:
+                tensors.append(tensor)
+                grads.append(blob.diff_tensor())
+        return tensors, grads
+
+    def backward(self, start: int, end: int, first_versions: Dict[str, torch.Tensor],
+                 retain_graph: bool = True, blob_diffs: bool = True) -> None:
+        """Fill blob diffs (overwritten) and parameter diffs (accumulated, as Caffe) for layers end..start."""
+        if not first_versions:
+            raise RuntimeError(f"net '{self.name}': backward called before forward")
+        if start == len(self.slots) - 1:
+            seeds, seed_grads = self.backward_seeds()
+        else:
+            seeds, seed_grads = [], []
+            for name in self.slots[start].tops:
+                tensor = self.blobs[name].tensor()
+                if tensor.requires_grad:
+                    seeds.append(tensor)
+                    seed_grads.append(self.blobs[name].diff_tensor())
+        if not seeds:
+            return
+        seed_names = {id(t) for t in seeds}
+        blob_targets: List[Tuple[str, torch.Tensor]] = []
+        param_targets: List[Tuple[Blob, torch.Tensor]] = []
+        for slot in self.slots[end:start + 1]:
+            for p_blob, param, needs in zip(slot.param_blobs, slot.params, slot.param_needs_grad):
+                if needs:
+                    param_targets.append((p_blob, param))
+            if blob_diffs:
+                for top in slot.tops:
+                    tensor = first_versions.get(top)
+                    if tensor is not None and tensor.requires_grad and id(tensor) not in seed_names:
+                        blob_targets.append((top, tensor))
+        targets = [t for _, t in blob_targets] + [p for _, p in param_targets]
+        if not targets:
+            return
+        grads = torch.autograd.grad(seeds, targets, seed_grads, retain_graph=retain_graph, allow_unused=True)
+        for (name, tensor), grad in zip(blob_targets, grads[:len(blob_targets)]):
+            self.blobs[name].set_diff_tensor(grad if grad is not None else torch.zeros_like(tensor))
+        with torch.no_grad():
+            for (p_blob, _), grad in zip(param_targets, grads[len(blob_targets):]):
+                if grad is not None:
+                    p_blob.diff_tensor().add_(grad)
+
+    def clear_param_diffs(self) -> None:
+        with torch.no_grad():
+            for slot in self.slots:
+                for p_blob in slot.param_blobs:
+                    p_blob.diff_tensor().zero_()
+
+    # ----- shapes, devices, sharing -----
+    def reshape(self) -> None:
+        """Re-derive every blob shape from the input blobs, as Caffe's Net::Reshape."""
+        for slot in self.slots:
+            if slot.is_input:
+                continue
+            _set_top_shapes(self, slot)
+
+    def to(self, device: torch.device) -> "NetGraph":  # type: ignore[override]
+        for blob in self.blobs.values():
+            blob.to(device)
+        moved: Dict[int, torch.nn.Parameter] = {}
+        for slot in self.slots:
+            for i, p_blob in enumerate(slot.param_blobs):
+                old = slot.params[i]
+                if id(old) not in moved:
+                    new = torch.nn.Parameter(old.detach().to(device), requires_grad=old.requires_grad)
+                    moved[id(old)] = new
+                    p_blob.to(device)
+                    p_blob.set_tensor(new)
+                slot.params[i] = moved[id(old)]
+        self.param_list = torch.nn.ParameterList(list({id(p): p for s in self.slots for p in s.params}.values()))
+        return self
+
+    def share_params_with(self, other: "NetGraph") -> None:
+        """Point this net's parameters at ``other``'s for every layer name both have."""
+        theirs = {slot.name: slot for slot in other.slots}
+        for slot in self.slots:
+            source = theirs.get(slot.name)
+            if source is None or not slot.params:
+                continue
+            if len(source.params) != len(slot.params):
+                raise ValueError(f"share_with: layer '{slot.name}' has {len(slot.params)} parameter blobs here "
+                                 f"and {len(source.params)} in net '{other.name}'")
+            for i, (mine, src) in enumerate(zip(slot.params, source.params)):
+                if tuple(mine.shape) != tuple(src.shape):
+                    raise ValueError(f"share_with: layer '{slot.name}' param {i} has shape {tuple(mine.shape)} here "
+                                     f"and {tuple(src.shape)} in net '{other.name}'")
+            slot.params = list(source.params)
+            slot.param_blobs = list(source.param_blobs)
+        self.param_list = torch.nn.ParameterList(list({id(p): p for s in self.slots for p in s.params}.values()))
+
+
+# ----------------------------------------------------------------------------------------------------
+# building
+
+def load_net_param(source: Any) -> "caffe_pb2.NetParameter":
+    """A NetParameter from a prototxt path or a message (copied), upgraded from V0/V1 if needed."""
+    if isinstance(source, caffe_pb2.NetParameter):
+        return upgrade_net(source)
+    return upgrade_net(read_prototxt(os.fspath(source), caffe_pb2.NetParameter))
+
+
+def build_graph(source: Any, phase: int, level: int, stages: List[str], device: torch.device) -> NetGraph:
+    """Caffe's Net::Init on a prototxt path or NetParameter."""
+    param = load_net_param(source)
+    filtered = filter_net(param, phase, level, stages)
+    with_splits = insert_splits(filtered)
+    graph = NetGraph(param.name, param.force_backward)
+    search = [os.path.dirname(os.path.abspath(os.fspath(source)))] if not isinstance(source, caffe_pb2.NetParameter) else []
+    search.append(os.getcwd())
+    consumed: set = set()
+    shared: Dict[str, Tuple[torch.nn.Parameter, Blob]] = {}
+    for layer_param in with_splits.layer:
+        if not layer_param.HasField("phase"):
+            layer_param.phase = phase
+        slot = _make_slot(graph, layer_param, phase, search, device)
+        _check_bottoms_exist(graph, slot)
+        consumed.update(slot.bottoms)
+        _create_tops(graph, slot, device)
+        if slot.python_host is not None:
+            slot.python_host.setup()
+        elif not slot.is_input:
+            _create_params(graph, slot, shared, device)
+            _set_top_shapes(graph, slot)
+        graph.slots.append(slot)
+    _decide_gradients(graph)
+    graph.output_names = [name for name in graph.blobs if name not in consumed]
+    graph.param_list = torch.nn.ParameterList(list({id(p): p for s in graph.slots for p in s.params}.values()))
+    return graph
+
+
+def _make_slot(graph: NetGraph, lp: Any, phase: int, search: List[str], device: torch.device) -> LayerSlot:
+    slot = LayerSlot(lp.name, lp.type, lp, list(lp.bottom), list(lp.top))
+    if lp.type == "Python":
+        slot.python_layer = instantiate(lp, phase, search)
+    elif not slot.is_input:
+        slot.impl = layer_class(lp.type, lp.name)(lp, phase)
+    default = slot.impl.default_loss_weight if slot.impl is not None else 0.0
+    weights = list(lp.loss_weight)
+    if not weights and default and slot.tops:
+        weights = [default]
+        lp.loss_weight.append(default)  # Caffe's LossLayer records it in its LayerParameter too
+    if len(weights) > len(slot.tops):
+        raise ValueError(f"layer '{lp.name}' ({lp.type}): {len(weights)} loss_weight values for {len(slot.tops)} tops")
+    slot.top_loss_weights = weights + [0.0] * (len(slot.tops) - len(weights))
+    return slot
+
+
+def _check_bottoms_exist(graph: NetGraph, slot: LayerSlot) -> None:
+    for name in slot.bottoms:
+        if name not in graph.blobs:
+            raise ValueError(f"layer '{slot.name}' ({slot.type}): unknown bottom blob '{name}' "
+                             f"(no earlier layer produces it)")
+
+
+def _create_tops(graph: NetGraph, slot: LayerSlot, device: torch.device) -> None:
+    for i, name in enumerate(slot.tops):
+        in_place = i < len(slot.bottoms) and slot.bottoms[i] == name
+        if name in graph.blobs and not in_place:
+            raise ValueError(f"layer '{slot.name}' ({slot.type}): top blob '{name}' is produced by more than "
+                             f"one layer (only in-place tops may reuse a name)")
+        if not in_place:
+            graph.blobs[name] = Blob((), device)
+        weight = slot.top_loss_weights[i]
+        if weight:
+            graph.loss_weights[name] = weight
+            graph.blobs[name].set_diff_tensor(torch.full((), float(weight), device=device))
+    if slot.is_input:
+        shapes = list(slot.layer_param.input_param.shape)
+        if len(shapes) not in (1, len(slot.tops)):
+            raise ValueError(f"layer '{slot.name}' (Input): {len(shapes)} shapes for {len(slot.tops)} tops")
+        for i, name in enumerate(slot.tops):
+            dims = shapes[0 if len(shapes) == 1 else i].dim
+            graph.blobs[name].reshape(*[int(d) for d in dims])
+            graph.input_names.append(name)
+    elif slot.python_layer is not None:
+        slot.python_host = PythonLayerHost(slot.python_layer, [graph.blobs[b] for b in slot.bottoms],
+                                           [graph.blobs[t] for t in slot.tops])
+
+
+def _param_lr(lp: Any, index: int) -> float:
+    return lp.param[index].lr_mult if index < len(lp.param) else 1.0
+
+
+def _create_params(graph: NetGraph, slot: LayerSlot, shared: Dict[str, Tuple[torch.nn.Parameter, Blob]],
+                   device: torch.device) -> None:
+    bottom_shapes = [graph.blobs[b].shape for b in slot.bottoms]
+    try:
+        specs = slot.impl.param_specs(bottom_shapes)
+    except ValueError:
+        raise
+    except Exception as err:  # a layer's own arithmetic failing on odd input is still the layer's error
+        raise ValueError(f"layer '{slot.name}' ({slot.type}): {err}") from err
+    for i, spec in enumerate(specs):
+        share_name = slot.layer_param.param[i].name if i < len(slot.layer_param.param) else ""
+        if share_name and share_name in shared:
+            param, p_blob = shared[share_name]
+            if tuple(param.shape) != tuple(spec.shape):
+                raise ValueError(f"layer '{slot.name}': shared param '{share_name}' has shape {tuple(param.shape)}, "
+                                 f"this layer needs {tuple(spec.shape)}")
+        else:
+            data = torch.zeros(tuple(spec.shape), dtype=torch.float32)
+            if spec.filler is not None:
+                fill(data, spec.filler)
+            param = torch.nn.Parameter(data.to(device))
+            p_blob = Blob(tensor=param)
+            p_blob.set_diff_tensor(torch.zeros_like(data, device=device))
+            if share_name:
+                shared[share_name] = (param, p_blob)
+        slot.params.append(param)
+        slot.param_blobs.append(p_blob)
+
+
+def _set_top_shapes(graph: NetGraph, slot: LayerSlot) -> None:
+    """Size the tops by running the layer on meta tensors (no arithmetic, no memory)."""
+    if slot.python_host is not None:
+        slot.python_layer.reshape(slot.python_host.bottoms, slot.python_host.tops)
+        return
+    meta_bottoms = [torch.empty(graph.blobs[b].shape, device="meta") for b in slot.bottoms]
+    meta_params = [torch.empty(tuple(p.shape), device="meta") for p in slot.params]
+    try:
+        with torch.no_grad():
+            tops = slot.impl.forward(meta_bottoms, meta_params)
+    except ValueError:
+        raise
+    except Exception as err:
+        raise ValueError(f"layer '{slot.name}' ({slot.type}) cannot take bottoms of shapes "
+                         f"{[tuple(t.shape) for t in meta_bottoms]}: {err}") from err
+    if len(tops) != len(slot.tops):
+        raise ValueError(f"layer '{slot.name}' ({slot.type}) makes {len(tops)} tops, the prototxt names "
+                         f"{len(slot.tops)}")
+    for name, tensor in zip(slot.tops, tops):
+        blob = graph.blobs[name]
+        if blob.shape != tuple(tensor.shape):
+            blob.reshape(*tensor.shape)
+
+
+def _decide_gradients(graph: NetGraph) -> None:
+    """Which parameters get gradients: lr_mult != 0, or all of them under force_backward (Caffe's rule)."""
+    for slot in graph.slots:
+        slot.param_needs_grad = []
+        for i, param in enumerate(slot.params):
+            needs = graph.force_backward or _param_lr(slot.layer_param, i) != 0
+            if slot.impl is not None and getattr(slot.impl, "frozen_params", False):
+                needs = False
+            slot.param_needs_grad.append(needs)
+            if needs:
+                param.requires_grad_(True)
+        for i, param in enumerate(slot.params):
+            if not any(n for p, n in zip(slot.params, slot.param_needs_grad) if p is param):
+                param.requires_grad_(False)

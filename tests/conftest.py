@@ -1,0 +1,5 @@
+"""Shared pytest set-up: the tests folder is importable (fixture helpers live in ``caffe_cases``)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
