@@ -87,7 +87,7 @@ class NetGraph(torch.nn.Module):
                 if slot.python_host is not None:
                     tops = slot.python_host.forward(bottoms)
                 else:
-                    tops = slot.impl.forward(bottoms, list(slot.params))
+                    tops = slot.impl.forward(bottoms, [b.tensor() for b in slot.param_blobs])
                 for top_name, tensor, weight in zip(slot.tops, tops, slot.top_loss_weights):
                     blobs[top_name].set_tensor(tensor)
                     if top_name not in first_versions or top_name not in slot.bottoms:

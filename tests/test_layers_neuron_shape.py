@@ -140,7 +140,8 @@ def test_prelu_per_channel_and_shared() -> None:
     g = np.linspace(-1.0, 2.0, x.size, dtype=np.float32).reshape(x.shape)
     np.testing.assert_allclose(da, (g * x * neg).sum(axis=(0, 2)), rtol=1e-5)
 
-    shared = build('name: "p" type: "PReLU" prelu_param { channel_shared: true filler { type: "constant" value: 0.5 } }')
+    shared = build('name: "p" type: "PReLU" '
+                   'prelu_param { channel_shared: true filler { type: "constant" value: 0.5 } }')
     (spec,) = shared.param_specs([(2, 3, 4)])
     assert spec.shape == () and spec.filler.value == 0.5
     top, _, (da,) = _grad(shared, x, [np.array(0.5, np.float32)])
@@ -219,7 +220,8 @@ def _eltwise_grads(text: str, arrays: List[np.ndarray]) -> Tuple[np.ndarray, Lis
     ts = [torch.tensor(a, requires_grad=True) for a in arrays]
     top = build(text).forward(ts, [])[0]
     top.backward(torch.ones_like(top))
-    return top.detach().numpy(), [t.grad.numpy() if t.grad is not None else np.zeros_like(a) for t, a in zip(ts, arrays)]
+    grads = [t.grad.numpy() if t.grad is not None else np.zeros_like(a) for t, a in zip(ts, arrays)]
+    return top.detach().numpy(), grads
 
 
 def test_eltwise_max_tie_rule() -> None:
@@ -300,14 +302,17 @@ def test_slice_points_equal_split_and_gradient() -> None:
     with pytest.raises(ValueError, match="'s'.*slice_point"):
         build('name: "s" type: "Slice" top: "a" top: "b" slice_param { slice_point: 6 }').forward([x], [])
     with pytest.raises(ValueError, match="'s'.*slice_point"):
-        build('name: "s" type: "Slice" top: "a" top: "b" slice_param { slice_point: 1 slice_point: 2 }').forward([x], [])
+        build('name: "s" type: "Slice" top: "a" top: "b" slice_param { slice_point: 1 slice_point: 2 }'
+              ).forward([x], [])
 
 
 def test_flatten_axis_range() -> None:
     x = torch.randn(2, 3, 4, 5)
-    assert build('name: "f" type: "Flatten"').forward([x], [])[0].shape == (2, 60)
-    assert build('name: "f" type: "Flatten" flatten_param { axis: 1 end_axis: 2 }').forward([x], [])[0].shape == (2, 12, 5)
-    assert build('name: "f" type: "Flatten" flatten_param { axis: 0 end_axis: -3 }').forward([x], [])[0].shape == (6, 4, 5)
+    def flat(param: str) -> Tuple[int, ...]:
+        return tuple(build(f'name: "f" type: "Flatten" flatten_param {{ {param} }}').forward([x], [])[0].shape)
+    assert flat("") == (2, 60)
+    assert flat("axis: 1 end_axis: 2") == (2, 12, 5)
+    assert flat("axis: 0 end_axis: -3") == (6, 4, 5)
     with pytest.raises(ValueError, match="'f'"):
         build('name: "f" type: "Flatten" flatten_param { axis: 4 }').forward([x], [])
 
@@ -347,7 +352,8 @@ def test_argmax_without_axis() -> None:
     top = build('name: "a" type: "ArgMax" argmax_param { top_k: 3 }').forward([torch.tensor(x)], [])[0]
     assert tuple(top.shape) == (3, 1, 3, 1)
     np.testing.assert_array_equal(top.numpy().reshape(3, 3), idx)
-    top = build('name: "a" type: "ArgMax" argmax_param { top_k: 3 out_max_val: true }').forward([torch.tensor(x)], [])[0]
+    top = build('name: "a" type: "ArgMax" argmax_param { top_k: 3 out_max_val: true }'
+                ).forward([torch.tensor(x)], [])[0]
     assert tuple(top.shape) == (3, 2, 3, 1)
     np.testing.assert_array_equal(top.numpy()[:, 0, :, 0], idx)
     np.testing.assert_array_equal(top.numpy()[:, 1, :, 0], val)

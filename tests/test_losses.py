@@ -76,7 +76,7 @@ def _run(text: str, arrays: List[np.ndarray]) -> Tuple[List[torch.Tensor], torch
 def test_softmax_loss_clamps_at_flt_min() -> None:
     scores = np.array([[0.0, -200.0]], np.float32)
     (loss,), grad = _run('name: "l" type: "SoftmaxWithLoss"', [scores, np.array([1.0], np.float32)])
-    assert float(loss) == pytest.approx(-np.log(np.finfo(np.float32).tiny), rel=1e-6)
+    assert loss.item() == pytest.approx(-np.log(np.finfo(np.float32).tiny), rel=1e-6)
     np.testing.assert_allclose(grad.numpy(), [[1.0, -1.0]], atol=1e-7)
 
 
@@ -95,7 +95,7 @@ def test_softmax_loss_on_axis_2_with_prob_top() -> None:
     lab = label.astype(np.int64)
     valid = lab != 9
     picked = np.take_along_axis(p, np.where(valid, lab, 0), 2)
-    assert float(loss) == pytest.approx(-np.log(picked)[valid].sum() / 12, rel=1e-6)  # FULL wins over normalize
+    assert loss.item() == pytest.approx(-np.log(picked)[valid].sum() / 12, rel=1e-6)  # FULL wins over normalize
     onehot = np.arange(4)[None, None, :, None] == lab
     np.testing.assert_allclose(grad.numpy(), (p - onehot) * valid / 12, rtol=1e-5, atol=1e-7)
 
@@ -132,7 +132,7 @@ def test_sigmoid_ce_ignores_by_truncated_target() -> None:
     xd, td = x.astype(np.float64), t.astype(np.float64)
     valid = np.trunc(td) != -1
     terms = np.maximum(xd, 0) - xd * td + np.log1p(np.exp(-np.abs(xd)))
-    assert float(loss) == pytest.approx(terms[valid].sum() / 1, rel=1e-6)  # default BATCH_SIZE, N = 1
+    assert loss.item() == pytest.approx(terms[valid].sum() / 1, rel=1e-6)  # default BATCH_SIZE, N = 1
     np.testing.assert_allclose(grad.numpy(), (1 / (1 + np.exp(-xd)) - td) * valid, rtol=1e-5, atol=1e-7)
 
 
@@ -140,7 +140,7 @@ def test_euclidean_loss_flattens_second_bottom_and_checks_counts() -> None:
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     b = np.ones((3, 2, 2), np.float32)
     (loss,), grad = _run('name: "l" type: "EuclideanLoss"', [a, b])
-    assert float(loss) == pytest.approx(((a - 1) ** 2).sum() / 6)
+    assert loss.item() == pytest.approx(((a - 1) ** 2).sum() / 6)
     np.testing.assert_allclose(grad.numpy(), (a - 1) / 3, rtol=1e-6)
     with pytest.raises(ValueError, match="'l'"):
         build('name: "l" type: "EuclideanLoss"').forward([torch.zeros(3, 4), torch.zeros(4, 3)], [])

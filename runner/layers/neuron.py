@@ -14,7 +14,7 @@ from netspec import caffe_pb2
 from runner.layers.base import Layer, ParamSpec, Shape
 from runner.registry import register
 
-TRAIN = 0
+TRAIN = caffe_pb2.TRAIN
 
 
 class _NeuronLayer(Layer):

@@ -1,0 +1,6 @@
+"""``python -m fcn``: the same as the ``fcn`` command."""
+import sys
+
+from fcn.cli import main
+
+sys.exit(main())
