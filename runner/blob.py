@@ -33,6 +33,8 @@ class _Synced:
     def numpy(self) -> np.ndarray:
         """The host array; on a device, copied over and marked as the current head (the caller may write)."""
         t = self.tensor
+        if t.dim() == 0:  # pycaffe shows a 0-axis blob (a loss) as one value of shape (1,)
+            t = t.reshape(1)
         if t.device.type == "cpu":
             return t.detach().numpy()
         if self.head == _DEVICE:
@@ -46,7 +48,7 @@ class _Synced:
         """The tensor, after bringing back any host-side writes (written into the same storage, so that
         tensors saved by autograd keep their identity, as Caffe overwrites blob memory)."""
         if self.head == _HOST and self.host is not None:
-            self.tensor.data.copy_(torch.from_numpy(self.host), non_blocking=False)
+            self.tensor.data.copy_(torch.from_numpy(self.host).reshape(self.tensor.shape))
             self.head = _DEVICE
         return self.tensor
 

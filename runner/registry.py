@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Type, TypeVar
 
 _LAYERS: Dict[str, type] = {}
+#: Types the Net itself implements (input blobs, the Python-layer host) rather than a layer class.
+NET_HANDLED_TYPES = ("Input", "Python")
 T = TypeVar("T", bound=type)
 
 
@@ -35,7 +37,7 @@ def layer_class(type_name: str, layer_name: str = "?") -> Type:
 def layer_type_list() -> List[str]:
     """Every registered Caffe type, sorted (pycaffe's ``caffe.layer_type_list()``)."""
     _load_builtin_layers()
-    return sorted(_LAYERS)
+    return sorted(set(_LAYERS) | set(NET_HANDLED_TYPES))
 
 
 def _load_builtin_layers() -> None:

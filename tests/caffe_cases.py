@@ -71,8 +71,6 @@ class Case:
 def assert_close(got: np.ndarray, want: np.ndarray, rel: float, what: str) -> None:
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
-    if got.shape == () and want.shape == (1,):  # a 0-axis Caffe blob (loss) was stored as one value
-        want = want.reshape(())
     assert got.shape == want.shape, f"{what}: shape {got.shape} != Caffe's {want.shape}"
     if want.size == 0:
         return
