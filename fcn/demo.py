@@ -14,32 +14,18 @@ from typing import Dict
 
 import numpy as np
 import torch
-from PIL import Image
 
 from netspec import caffe_pb2
 from netspec.backbones import deploy, fcn8s
 from netspec.prototxt import write_prototxt
 from runner.fillers import fill
 from runner.net import Net
+from solvers.score import save_label_png
 from surgery.interp import interp
 
 DEMO_WIDTHS = (16, 32, 64, 128, 128)
 DEMO_FC_WIDTH = 256
 NUM_CLASSES = 21
-
-
-def voc_palette() -> np.ndarray:
-    """PASCAL VOC's 256-entry colour map (the bit-interleaving rule of the VOC devkit)."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for label in range(256):
-        value, r, g, b = label, 0, 0, 0
-        for bit in range(8):
-            r |= ((value >> 0) & 1) << (7 - bit)
-            g |= ((value >> 1) & 1) << (7 - bit)
-            b |= ((value >> 2) & 1) << (7 - bit)
-            value >>= 3
-        palette[label] = (r, g, b)
-    return palette
 
 
 def _initialise(net: Net, seed: int) -> None:
@@ -88,9 +74,7 @@ def run_demo(out_dir: str, height: int = 240, width: int = 320, seed: int = 0) -
         seconds = time.perf_counter() - started
         reference = builder.forward()["score"]
     labels = score[0].argmax(axis=0).astype(np.uint8)
-    png = Image.fromarray(labels, mode="P")
-    png.putpalette(voc_palette().ravel().tolist())
-    png.save(os.path.join(out_dir, "fcn8s-demo-labels.png"))
+    save_label_png(labels, os.path.join(out_dir, "fcn8s-demo-labels.png"))
     crops = {layer.name: list(layer.crop_param.offset) for layer in net.to_proto().layer if layer.type == "Crop"}
     figures = {"forward_seconds": seconds, "max_abs_reload_difference": float(np.max(np.abs(score - reference))),
                "classes_predicted": int(len(np.unique(labels)))}

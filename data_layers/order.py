@@ -1,0 +1,30 @@
+"""Which sample comes next: file order for evaluation, seeded shuffles for training, sharded by rank.
+
+Shuffling is per epoch (every sample once per pass, in a fresh seeded permutation) rather than the
+release's independent draws with replacement: same randomness for SGD, no sample starved for an epoch,
+and the sequence is reproducible from the seed.
+"""
+from typing import Iterator, List, Optional, Sequence
+
+import numpy as np
+
+
+def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:
+    """This process's share of ``ids`` for a run over ``world_size`` processes (every world_size-th)."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    mine = list(ids[rank::world_size])
+    if not mine:
+        raise ValueError(f"split has {len(ids)} samples, too few for {world_size} processes")
+    return mine
+
+
+def sample_order(ids: Sequence[str], randomize: bool, seed: Optional[int]) -> Iterator[str]:
+    """An endless stream of ids: cycles in file order, or one seeded permutation per epoch."""
+    rng = np.random.default_rng(seed)
+    while True:
+        if randomize:
+            for index in rng.permutation(len(ids)):
+                yield ids[index]
+        else:
+            yield from ids
