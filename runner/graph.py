@@ -305,9 +305,8 @@ def _create_params(graph: NetGraph, slot: LayerSlot, shared: Dict[str, Tuple[tor
     bottom_shapes = [graph.blobs[b].shape for b in slot.bottoms]
     try:
         specs = slot.impl.param_specs(bottom_shapes)
-    except ValueError:
-        raise
-    except Exception as err:  # a layer's own arithmetic failing on odd input is still the layer's error
+    except (TypeError, IndexError, ZeroDivisionError, RuntimeError) as err:
+        # a layer's own arithmetic failing on odd input is still that layer's error
         raise ValueError(f"layer '{slot.name}' ({slot.type}): {err}") from err
     for i, spec in enumerate(specs):
         share_name = slot.layer_param.param[i].name if i < len(slot.layer_param.param) else ""
@@ -354,16 +353,14 @@ def _set_top_shapes(graph: NetGraph, slot: LayerSlot) -> None:
 
 
 def _decide_gradients(graph: NetGraph) -> None:
-    """Which parameters get gradients: lr_mult != 0, or all of them under force_backward (Caffe's rule)."""
+    """Which parameters get gradients: lr_mult != 0, or all of them under force_backward (Caffe's rule).
+    A parameter shared between layers needs a gradient if any of its users asks for one."""
+    needed: Dict[int, bool] = {}
     for slot in graph.slots:
-        slot.param_needs_grad = []
-        for i, param in enumerate(slot.params):
-            needs = graph.force_backward or _param_lr(slot.layer_param, i) != 0
-            if slot.impl is not None and getattr(slot.impl, "frozen_params", False):
-                needs = False
-            slot.param_needs_grad.append(needs)
-            if needs:
-                param.requires_grad_(True)
-        for i, param in enumerate(slot.params):
-            if not any(n for p, n in zip(slot.params, slot.param_needs_grad) if p is param):
-                param.requires_grad_(False)
+        slot.param_needs_grad = [graph.force_backward or _param_lr(slot.layer_param, i) != 0
+                                 for i in range(len(slot.params))]
+        for param, needs in zip(slot.params, slot.param_needs_grad):
+            needed[id(param)] = needed.get(id(param), False) or needs
+    for slot in graph.slots:
+        for param in slot.params:
+            param.requires_grad_(needed[id(param)])

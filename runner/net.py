@@ -147,10 +147,7 @@ class Net:
         end_ind = self._index_of(end, len(self._graph.slots) - 1)
         wanted = set(self._graph.slots[end_ind].tops if end is not None else self.outputs) | set(blobs or ())
         if kwargs:
-            unknown = set(kwargs) - set(self.inputs)
-            if unknown:
-                raise ValueError(f"forward: {sorted(unknown)} are not inputs of net '{self.name}' "
-                                 f"(inputs: {self.inputs})")
+            self._require_names("forward", "inputs", kwargs, self.inputs)
             for name, array in kwargs.items():
                 target = self.blobs[name]
                 if np.shape(array)[0] != target.shape[0]:
@@ -159,6 +156,11 @@ class Net:
                 target.data[...] = array
         self._forward(start_ind, end_ind)
         return {name: self.blobs[name].data for name in wanted}
+
+    def _require_names(self, method: str, kind: str, given: Iterable[str], allowed: List[str]) -> None:
+        unknown = set(given) - set(allowed)
+        if unknown:
+            raise ValueError(f"{method}: {sorted(unknown)} are not {kind} of net '{self.name}' ({kind}: {allowed})")
 
     def _backward(self, start: int, end: int, retain_graph: bool = True) -> None:
         self._graph.backward(start, end, self._first_versions, retain_graph)
@@ -171,10 +173,7 @@ class Net:
         end_ind = self._index_of(end, 0)
         wanted = set(self._graph.slots[end_ind].bottoms if end is not None else self.inputs) | set(diffs or ())
         if kwargs:
-            unknown = set(kwargs) - set(self.outputs)
-            if unknown:
-                raise ValueError(f"backward: {sorted(unknown)} are not outputs of net '{self.name}' "
-                                 f"(outputs: {self.outputs})")
+            self._require_names("backward", "outputs", kwargs, self.outputs)
             for name, array in kwargs.items():
                 self.blobs[name].diff[...] = array
         self._backward(start_ind, end_ind)
@@ -183,7 +182,7 @@ class Net:
     def forward_all(self, blobs: Optional[Iterable[str]] = None, **kwargs: np.ndarray) -> Dict[str, np.ndarray]:
         """Forward a whole set of inputs batch by batch; outputs concatenated (the last partial batch is
         padded and trimmed, like pycaffe)."""
-        return self._all_batches(kwargs, lambda batch: self.forward(blobs=blobs, **batch), {})
+        return self._all_batches(kwargs, lambda batch: self.forward(blobs=blobs, **batch))
 
     def forward_backward_all(self, blobs: Optional[Iterable[str]] = None, diffs: Optional[Iterable[str]] = None,
                              **kwargs: np.ndarray) -> tuple:
@@ -199,11 +198,11 @@ class Net:
                 diffs_out.setdefault(k, []).append(v.copy())
             return out
 
-        outs = self._all_batches(kwargs, step, {})
+        outs = self._all_batches(kwargs, step)
         n = len(next(iter(kwargs.values()))) if kwargs else 0
         return outs, {k: np.concatenate(v)[:n] for k, v in diffs_out.items()}
 
-    def _all_batches(self, arrays: Dict[str, np.ndarray], step: Any, _: Dict) -> Dict[str, np.ndarray]:
+    def _all_batches(self, arrays: Dict[str, np.ndarray], step: Any) -> Dict[str, np.ndarray]:
         if not arrays:
             return {k: v.copy() for k, v in step({}).items()}
         n = len(next(iter(arrays.values())))

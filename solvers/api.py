@@ -1,0 +1,55 @@
+"""pycaffe's solver names: ``get_solver(path)`` and one class per solver type.
+
+``get_solver`` builds whatever the file's ``type`` (or legacy ``solver_type``) asks for;
+``SGDSolver(path)``, ``AdamSolver(path)``... build their own type whatever the file says, exactly as
+the pycaffe classes of the same names do.
+"""
+from __future__ import annotations
+
+from typing import Dict, Type
+
+from solvers.parameters import read_solver_parameter, solver_type
+from solvers.solver import PathLike, Solver
+
+__all__ = ["get_solver", "Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
+           "AdaDeltaSolver", "AdamSolver"]
+
+
+class SGDSolver(Solver):
+    """Stochastic gradient descent with momentum."""
+    kind = "SGD"
+
+
+class NesterovSolver(Solver):
+    """Nesterov's accelerated gradient."""
+    kind = "Nesterov"
+
+
+class AdaGradSolver(Solver):
+    """AdaGrad (no momentum)."""
+    kind = "AdaGrad"
+
+
+class RMSPropSolver(Solver):
+    """RMSProp (no momentum; ``rms_decay``)."""
+    kind = "RMSProp"
+
+
+class AdaDeltaSolver(Solver):
+    """AdaDelta (``momentum`` is its decay; base_lr usually 1)."""
+    kind = "AdaDelta"
+
+
+class AdamSolver(Solver):
+    """Adam (``momentum`` = beta1, ``momentum2`` = beta2, ``delta`` = epsilon)."""
+    kind = "Adam"
+
+
+_BY_TYPE: Dict[str, Type[Solver]] = {cls.kind: cls for cls in
+                                     (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver, AdaDeltaSolver,
+                                      AdamSolver)}
+
+
+def get_solver(solver_file: PathLike) -> Solver:
+    """The solver a solver.prototxt describes, of the class for its type (pycaffe's ``caffe.get_solver``)."""
+    return _BY_TYPE[solver_type(read_solver_parameter(solver_file))](solver_file)

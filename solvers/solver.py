@@ -1,0 +1,301 @@
+"""pycaffe's Solver on the runner: build the nets a solver.prototxt names, train, test, snapshot, restore.
+
+One ``step`` is Caffe's Solver::Step iteration: zero the parameter diffs; run the test nets when
+``test_interval`` says so; call the ``on_start`` callbacks; accumulate ``iter_size`` forward/backward
+passes; log the smoothed loss every ``display`` iterations; call ``on_gradients_ready``; apply the
+update (learning rate, clipping, normalization, weight decay, the solver type's rule, ``w -= diff``);
+count the iteration; snapshot every ``snapshot`` iterations. Same order, same float32 arithmetic, same
+file formats, so a run matches real Caffe step for step and moves between the two via snapshots.
+
+The update runs on the parameter tensors where they live (see solvers.updates); the only host
+synchronisation per iteration is the loss the net's forward reports.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from typing import Any, Callable, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from netspec import caffe_pb2
+from runner.device import set_random_seed
+from runner.net import Net
+from solvers.learnable import learnable_params
+from solvers.lr_policy import learning_rate
+from solvers.parameters import (NetSource, read_solver_parameter, resolve_path, solver_type, test_net_sources,
+                                train_net_source)
+from solvers.snapshot import load_state, save_state, snapshot_name
+from solvers.updates import RULES, Hyper, check_hyper_parameters, clip_gradients, f32, normalize, regularize
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class Solver:
+    """A Caffe solver built from a solver.prototxt (pycaffe's ``caffe.get_solver`` / ``caffe.SGDSolver``...).
+
+    The update rule is the file's ``type`` unless a subclass fixes it, as pycaffe's ``SGDSolver(file)``
+    builds an SGD solver whatever the file says.
+    """
+
+    #: The solver type this class always builds; None: the one the file names.
+    kind: Optional[str] = None
+
+    def __init__(self, solver_file: PathLike) -> None:
+        path = os.fspath(solver_file)
+        self._param = read_solver_parameter(path)
+        base_dir = os.path.dirname(os.path.abspath(path))
+        self._type = self.kind or solver_type(self._param)
+        check_hyper_parameters(self._type, self._param)
+        if self._param.average_loss < 1:
+            raise ValueError(f"{path}: average_loss should be >= 1 (got {self._param.average_loss})")
+        if self._param.iter_size < 1:
+            raise ValueError(f"{path}: iter_size should be >= 1 (got {self._param.iter_size})")
+        learning_rate(self._param, 0, 0)  # an unknown policy or a bad stepsize fails now, not at step 1
+        _check_snapshot_prefix(self._param)
+        if self._param.random_seed >= 0:
+            set_random_seed(self._param.random_seed)
+        weights = [resolve_path(name, base_dir, "weights") for entry in self._param.weights
+                   for name in entry.split(",")]
+        self._net = _build(train_net_source(self._param, base_dir), weights)
+        self._test_nets = [_build(source, weights) for source in test_net_sources(self._param, base_dir)]
+        for test_net in self._test_nets:
+            test_net.share_with(self._net)
+        self._iter = 0
+        self._current_step = 0
+        self._rule = RULES[self._type]
+        self._hyper = Hyper.of(self._param)
+        self._learnable = learnable_params(self._net)
+        self._history = [torch.zeros_like(p.blob.tensor()).detach()
+                         for _ in range(self._rule.history_per_param) for p in self._learnable]
+        self._callbacks: List[Tuple[Callable[[], Any], Callable[[], Any]]] = []
+        self._losses: List[float] = []
+        self._smoothed_loss = 0.0
+
+    # ----- pycaffe attributes -----
+    @property
+    def net(self) -> Net:
+        """The train net."""
+        return self._net
+
+    @property
+    def test_nets(self) -> List[Net]:
+        """The test nets, sharing the train net's weights."""
+        return list(self._test_nets)
+
+    @property
+    def iter(self) -> int:
+        """Number of updates applied so far."""
+        return self._iter
+
+    @property
+    def param(self) -> "caffe_pb2.SolverParameter":
+        """A copy of the (upgraded) SolverParameter this solver runs."""
+        copy = caffe_pb2.SolverParameter()
+        copy.CopyFrom(self._param)
+        return copy
+
+    @property
+    def type(self) -> str:
+        """The solver type ("SGD", "Adam", ...)."""
+        return self._type
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next update. Like pycaffe's, reading it runs the policy, which for
+        ``multistep`` may advance its step (harmless right before a step, which would do the same)."""
+        rate, self._current_step = learning_rate(self._param, self._iter, self._current_step)
+        return rate
+
+    @property
+    def smoothed_loss(self) -> float:
+        """The train loss averaged over the last ``average_loss`` iterations of the current ``step`` call."""
+        return self._smoothed_loss
+
+    def add_callback(self, on_start: Callable[[], Any], on_gradients_ready: Callable[[], Any]) -> None:
+        """Call ``on_start()`` at the start of each iteration and ``on_gradients_ready()`` once its gradients
+        are accumulated, before the update (pycaffe's Solver.add_callback)."""
+        self._callbacks.append((on_start, on_gradients_ready))
+
+    def share_weights(self, net: Net) -> None:
+        """Make ``net`` use the train net's weights for the layers both have."""
+        net.share_with(self._net)
+
+    # ----- training -----
+    def step(self, iters: int) -> None:
+        """Run ``iters`` training iterations."""
+        start_iter = self._iter
+        stop_iter = self._iter + int(iters)
+        self._losses = []
+        self._smoothed_loss = 0.0
+        display = self._param.display
+        timer = (time.perf_counter(), self._iter)
+        while self._iter < stop_iter:
+            self._net.clear_param_diffs()
+            interval = self._param.test_interval
+            if interval and self._iter % interval == 0 and (self._iter > 0 or self._param.test_initialization):
+                self.test_all()
+            for on_start, _ in self._callbacks:
+                on_start()
+            loss = sum(self._forward_backward() for _ in range(self._param.iter_size)) / self._param.iter_size
+            self._update_smoothed_loss(loss, start_iter)
+            if display and self._iter % display == 0:
+                timer = self._log_progress(timer)
+            for _, on_gradients_ready in self._callbacks:
+                on_gradients_ready()
+            self.apply_update()
+            self._iter += 1
+            if self._param.snapshot and self._iter % self._param.snapshot == 0:
+                self.snapshot()
+
+    def apply_update(self) -> None:
+        """Update the train net's weights from their accumulated diffs (Caffe's ApplyUpdate). Does not count
+        an iteration, as in pycaffe; ``step`` does."""
+        rate, self._current_step = learning_rate(self._param, self._iter, self._current_step)
+        if self._param.display and self._iter % self._param.display == 0:
+            log.info("Iteration %d, lr = %g", self._iter, rate)
+        if not self._learnable:
+            return
+        weights = [p.blob.tensor() for p in self._learnable]
+        diffs = [p.blob.diff_tensor() for p in self._learnable]
+        self._keep_history_on(weights[0].device)
+        with torch.no_grad():
+            norm = clip_gradients(diffs, self._param.clip_gradients)
+            if norm is not None and log.isEnabledFor(logging.INFO) and float(norm) > self._param.clip_gradients:
+                log.info("Gradient clipping: scaling down gradients (L2 norm %g > %g) by scale factor %g",
+                         float(norm), self._param.clip_gradients, self._param.clip_gradients / float(norm))
+            normalize(diffs, self._param.iter_size)
+            regularize(diffs, weights, [f32(self._param.weight_decay * p.decay_mult) for p in self._learnable],
+                       self._param.regularization_type)
+            self._rule.compute(diffs, self._history, [f32(rate * p.lr_mult) for p in self._learnable],
+                               self._hyper, self._iter)
+            torch._foreach_sub_(weights, diffs)
+
+    def _forward_backward(self) -> float:
+        """One forward and backward pass of the train net; parameter diffs accumulate. Blob diffs are not
+        filled (nothing in training reads them), which saves autograd that work."""
+        last = len(self._net.graph.slots) - 1
+        loss = self._net._forward(0, last)
+        self._net.graph.backward(last, 0, self._net._first_versions, retain_graph=False, blob_diffs=False)
+        return loss
+
+    def _update_smoothed_loss(self, loss: float, start_iter: int) -> None:
+        """Caffe's running mean of the last ``average_loss`` losses."""
+        window = self._param.average_loss
+        if len(self._losses) < window:
+            self._losses.append(loss)
+            self._smoothed_loss = (self._smoothed_loss * (len(self._losses) - 1) + loss) / len(self._losses)
+        else:
+            index = (self._iter - start_iter) % window
+            self._smoothed_loss += (loss - self._losses[index]) / window
+            self._losses[index] = loss
+
+    def _log_progress(self, timer: Tuple[float, int]) -> Tuple[float, int]:
+        """Caffe's display lines: speed and smoothed loss, then every element of every train net output."""
+        started, last_iter = timer
+        lapse = time.perf_counter() - started
+        speed = (self._iter - last_iter) / (lapse or 1.0)
+        log.info("Iteration %d (%g iter/s, %.3fs/%d iters), loss = %g", self._iter, speed, lapse,
+                 self._param.display, self._smoothed_loss)
+        _log_outputs(self._net, "Train", self._net.outputs,
+                     [self._net.blobs[name].tensor().detach().cpu().numpy().ravel() for name in self._net.outputs])
+        return time.perf_counter(), self._iter
+
+    def _keep_history_on(self, device: torch.device) -> None:
+        """Follow the net when ``set_mode_gpu``/``set_mode_cpu`` moved it since the last update."""
+        if self._history and self._history[0].device != device:
+            self._history = [h.to(device) for h in self._history]
+
+    # ----- testing -----
+    def test_all(self) -> List["OrderedDict[str, np.ndarray]"]:
+        """Run every test net (``test`` for each); returns their mean outputs."""
+        return [self.test(i) for i in range(len(self._test_nets))]
+
+    def test(self, index: int = 0) -> "OrderedDict[str, np.ndarray]":
+        """Run test net ``index`` for its ``test_iter`` forward passes on the current weights and return each
+        output blob averaged over the passes (Caffe's Solver::Test), logging them as Caffe does."""
+        test_net = self._test_nets[index]
+        iterations = self._param.test_iter[index]
+        log.info("Iteration %d, Testing net (#%d)", self._iter, index)
+        test_net.share_with(self._net)
+        last = len(test_net.graph.slots) - 1
+        totals: List[torch.Tensor] = []
+        loss = 0.0
+        with torch.no_grad():
+            for i in range(iterations):
+                loss += test_net._forward(0, last)
+                outputs = [test_net.blobs[name].tensor().detach().double() for name in test_net.outputs]
+                totals = outputs if i == 0 else [t + o for t, o in zip(totals, outputs)]
+        if self._param.test_compute_loss:
+            log.info("Test loss: %g", loss / iterations)
+        means = OrderedDict((name, (total / iterations).cpu().numpy()) for name, total in zip(test_net.outputs, totals))
+        _log_outputs(test_net, "Test", list(means), [m.ravel() for m in means.values()])
+        return means
+
+    # ----- snapshots -----
+    def snapshot(self) -> None:
+        """Write ``<prefix>_iter_<iter>.caffemodel`` and ``.solverstate`` (each atomically)."""
+        if self._param.snapshot_format != caffe_pb2.SolverParameter.BINARYPROTO:
+            raise ValueError("snapshot_format HDF5 is not supported; use snapshot_format: BINARYPROTO")
+        if self._param.snapshot_diff:
+            raise ValueError("snapshot_diff is not supported: snapshots hold weights only")
+        model = snapshot_name(self._param.snapshot_prefix, self._iter, ".caffemodel")
+        log.info("Snapshotting to binary proto file %s", model)
+        self._net.save(model)
+        state = snapshot_name(self._param.snapshot_prefix, self._iter, ".solverstate")
+        log.info("Snapshotting solver state to binary proto file %s", state)
+        save_state(state, self._iter, self._current_step, model, self._history)
+
+    def restore(self, state_file: PathLike) -> None:
+        """Continue from a ``.solverstate`` (ours or real Caffe's): its iteration, lr policy step, history,
+        and the weights of the caffemodel it names."""
+        path = os.fspath(state_file)
+        saved = load_state(path)
+        if len(saved.history) != len(self._history):
+            raise ValueError(f"{path}: incorrect length of history blobs: the file has {len(saved.history)}, "
+                             f"this {self._type} solver on net '{self._net.name}' keeps {len(self._history)}")
+        for i, (mine, theirs) in enumerate(zip(self._history, saved.history)):
+            if theirs.size != mine.numel():
+                raise ValueError(f"{path}: history blob {i} has shape {tuple(theirs.shape)}, the solver's has "
+                                 f"{tuple(mine.shape)} (a solverstate of another net?)")
+        if saved.learned_net:
+            self._net.copy_from(saved.learned_net)
+        self._iter = saved.iteration
+        self._current_step = saved.current_step
+        with torch.no_grad():
+            for mine, theirs in zip(self._history, saved.history):
+                mine.copy_(torch.from_numpy(np.array(theirs, dtype=np.float32).reshape(tuple(mine.shape))))
+
+
+def _build(source: NetSource, weights: List[str]) -> Net:
+    """One of the solver's nets, with the ``weights`` files copied in."""
+    net = Net(source.net, source.phase, level=source.level, stages=source.stages)
+    for path in weights:
+        net.copy_from(path)
+    return net
+
+
+def _check_snapshot_prefix(param: "caffe_pb2.SolverParameter") -> None:
+    """Fail before training, not at the first snapshot hours later, when snapshots cannot be written."""
+    if not param.snapshot:
+        return
+    folder = os.path.dirname(param.snapshot_prefix) or "."
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write to snapshot prefix '{param.snapshot_prefix}': make sure the folder "
+                         f"'{folder}' exists and is writable")
+
+
+def _log_outputs(net: Net, which: str, names: List[str], values: List[np.ndarray]) -> None:
+    """Caffe's "<which> net output #k: name = value (* weight = weighted loss)" lines."""
+    weights = net.blob_loss_weights
+    k = 0
+    for name, flat in zip(names, values):
+        weight = weights.get(name, 0.0)
+        for value in flat:
+            extra = f" (* {weight:g} = {weight * float(value):g} loss)" if weight else ""
+            log.info("    %s net output #%d: %s = %g%s", which, k, name, float(value), extra)
+            k += 1
