@@ -5,6 +5,15 @@ file becomes one top (``decode``). This base parses ``param_str``, checks the da
 sample order (seeded shuffles for training splits, file order otherwise, sharded by ``rank``), prefetches
 on background threads, checks that the tops of a sample agree in size, and either raises on a bad sample
 or, with ``skip_bad``, counts it, logs it and moves on. Tops are 1 x C x H x W, reshaped per image.
+
+``param_str`` keys every layer takes, besides ``split`` and its dataset folder key(s):
+  randomize   shuffle (default True); applies only to splits whose name contains "train", as released
+  seed        seed of the shuffles (default None: different every run)
+  mean        B, G, R values to subtract (default: the dataset's published mean)
+  rank, world_size   read only every world_size-th sample, starting at rank (distributed runs)
+  skip_bad    skip unusable samples, counting them in ``skipped``/``bad_samples`` (default False: raise)
+  prefetch    samples decoded ahead on background threads (default 4; 0 decodes inline)
+  workers     decoding threads (default 2)
 """
 import logging
 from pathlib import Path
@@ -29,7 +38,11 @@ DEFAULT_WORKERS = 2
 
 
 class SegDataLayer(Layer):
-    """Base of the dataset layers; see the module docstring for the shared ``param_str`` keys."""
+    """Base of the dataset layers; the module docstring lists the shared ``param_str`` keys.
+
+    After setup: ``ids`` (this shard's sample ids in file order), ``sample_id`` (the sample the tops hold
+    after forward), ``images`` delivered, ``skipped``/``bad_samples``, and ``wait_seconds``.
+    """
 
     kind = ""                     # the name ``fcn synth`` knows this format by
     dataset = ""                  # human name for messages
@@ -67,7 +80,7 @@ class SegDataLayer(Layer):
 
     # ----- Caffe's protocol -----
     def setup(self, bottom: List[Blob], top: List[Blob]) -> None:
-        where = f"{type(self).__name__}"
+        where = type(self).__name__
         params = parse_param_str(self.param_str, ("split",) + self.dir_keys,
                                  COMMON_KEYS + self.extra_keys, where)
         self.params = params
@@ -88,23 +101,23 @@ class SegDataLayer(Layer):
         self.bad_samples: Dict[str, str] = {}
         self.skipped = 0
         self.images = 0
-        self._sample: Optional[Sample] = None
-        if self._feed is not None:
-            self._feed.close()
+        self.sample_id: Optional[str] = None
+        self._next: Optional[Tuple[str, Sample]] = None  # loaded by reshape, handed out by forward
+        self.close()
         self._feed = Prefetcher(self.load, sample_order(self.ids, self.randomize, params.get("seed")),
                                 int(params.get("prefetch", DEFAULT_PREFETCH)),
                                 int(params.get("workers", DEFAULT_WORKERS)))
 
     def reshape(self, bottom: List[Blob], top: List[Blob]) -> None:
-        sample = self._current()
+        _, sample = self._current()
         for blob, name in zip(top, self.tops):
             blob.reshape(1, *sample[name].shape)
 
     def forward(self, bottom: List[Blob], top: List[Blob]) -> None:
-        sample = self._current()
+        self.sample_id, sample = self._current()
         for blob, name in zip(top, self.tops):
             blob.data[...] = sample[name]
-        self._sample = None  # the next reshape moves on, as Caffe reshapes before every forward
+        self._next = None  # the next reshape moves on, as Caffe reshapes before every forward
         self.images += 1
 
     # ----- measurements the solve loop reads -----
@@ -112,6 +125,11 @@ class SegDataLayer(Layer):
     def wait_seconds(self) -> float:
         """Cumulative seconds the net spent waiting for this layer's data (decode time not hidden)."""
         return self._feed.wait_seconds if self._feed is not None else 0.0
+
+    def close(self) -> None:
+        """Stop prefetching (threads also stop when the layer is garbage collected)."""
+        if self._feed is not None:
+            self._feed.close()
 
     # ----- loading -----
     def load(self, sample_id: str) -> Sample:
@@ -128,16 +146,16 @@ class SegDataLayer(Layer):
                                                  f"{paths[first]} ({sizes[first][0]}x{sizes[first][1]})")
         return sample
 
-    def _current(self) -> Sample:
-        if self._sample is None:
-            self._sample = self._next_usable()
-        return self._sample
+    def _current(self) -> Tuple[str, Sample]:
+        if self._next is None:
+            self._next = self._next_usable()
+        return self._next
 
-    def _next_usable(self) -> Sample:
-        """The next sample; with ``skip_bad``, bad ones are counted, logged and passed over."""
+    def _next_usable(self) -> Tuple[str, Sample]:
+        """The next id and sample; with ``skip_bad``, bad ones are counted, logged and passed over."""
         for _ in range(len(self.ids)):
             try:
-                return self._feed.next()[1]
+                return self._feed.next()
             except BadSampleError as err:
                 if not self.skip_bad:
                     raise

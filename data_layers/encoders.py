@@ -2,6 +2,7 @@
 
 Used by the synthetic writer, and by tests that need a deliberately bad file in a real format.
 """
+import io
 from pathlib import Path
 from typing import Any, List
 
@@ -11,6 +12,7 @@ import scipy.sparse
 from PIL import Image
 
 JPEG_QUALITY = 95
+_MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: fcn-caffe data_layers".ljust(116)
 
 
 def voc_palette() -> List[int]:
@@ -53,8 +55,14 @@ def save_palette_png(path: Path, indices: np.ndarray) -> None:
 
 
 def save_mat(path: Path, **variables: Any) -> None:
-    """MATLAB v5 .mat (compressed, as MATLAB's default save writes) with the given variables."""
-    scipy.io.savemat(str(_prepare(path)), variables, do_compression=True)
+    """MATLAB v5 .mat (compressed, as MATLAB's default save writes) with the given variables.
+
+    The 116-byte text header normally carries the creation time; a fixed one makes the same content
+    give the same bytes, so synthetic datasets can be checksummed and cached.
+    """
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, variables, do_compression=True)
+    _prepare(path).write_bytes(_MAT_HEADER + buffer.getvalue()[len(_MAT_HEADER):])
 
 
 def save_sbd_cls(path: Path, segmentation: np.ndarray, num_classes: int = 21) -> None:

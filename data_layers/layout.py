@@ -6,6 +6,9 @@ look, and the layers' folder keys can be filled in from a single data root.
 from pathlib import Path
 from typing import Dict, Union
 
+# SIFT Flow keeps images and labels in one subfolder named after its source collection.
+SIFTFLOW_SUBSET = "spatial_envelope_256x256_static_8outdoorcategories"
+
 KINDS = ("voc", "sbd", "nyud", "siftflow", "context")
 
 _FOLDERS = {

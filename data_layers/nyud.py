@@ -27,6 +27,7 @@ class NYUDSegDataLayer(SegDataLayer):
     how_to_get = "Download it in the release's layout from http://dl.caffe.berkeleyvision.org/nyud.tar.gz."
     dir_keys = ("nyud_dir",)
     extra_keys = ("tops",)
+    tops = NYUD_TOPS
     default_mean = NYUD_MEAN_BGR
 
     def configure(self, params: Dict[str, Any]) -> None:

@@ -13,10 +13,9 @@ def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:
     """This process's share of ``ids`` for a run over ``world_size`` processes (every world_size-th)."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-    mine = list(ids[rank::world_size])
-    if not mine:
+    if len(ids) < world_size:  # some rank would get nothing and stall the others at every step
         raise ValueError(f"split has {len(ids)} samples, too few for {world_size} processes")
-    return mine
+    return list(ids[rank::world_size])
 
 
 def sample_order(ids: Sequence[str], randomize: bool, seed: Optional[int]) -> Iterator[str]:

@@ -9,11 +9,11 @@ import numpy as np
 
 from data_layers import classes
 from data_layers.base import SegDataLayer
+from data_layers.layout import SIFTFLOW_SUBSET
 from data_layers.readers import read_mat, read_rgb
 from data_layers.transforms import class_labels, image_blob
 
 SIFTFLOW_MEAN_BGR = (114.578, 115.294, 108.353)
-SUBSET = "spatial_envelope_256x256_static_8outdoorcategories"
 
 
 class SIFTFlowSegDataLayer(SegDataLayer):
@@ -34,7 +34,7 @@ class SIFTFlowSegDataLayer(SegDataLayer):
     def source(self, top: str, sample_id: str) -> Path:
         folder, suffix = {"data": ("Images", ".jpg"), "sem": ("SemanticLabels", ".mat"),
                           "geo": ("GeoLabels", ".mat")}[top]
-        return self.root / folder / SUBSET / f"{sample_id}{suffix}"
+        return self.root / folder / SIFTFLOW_SUBSET / f"{sample_id}{suffix}"
 
     def decode(self, top: str, path: Path) -> np.ndarray:
         if top == "data":
