@@ -18,12 +18,37 @@ def _pycaffe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth(args: argparse.Namespace) -> int:
+    from data_layers.synthetic import write_dataset
+    height, width = _parse_size(args.size)
+    keys = write_dataset(args.kind, args.out, n=args.n, size=(height, width), seed=args.seed)
+    for key, folder in keys.items():
+        print(f"{key}: {folder}")
+    return 0
+
+
+def _parse_size(text: str) -> tuple:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size must be HxW (e.g. 128x160), got {text!r}") from None
+    return height, width
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcn", description="Fully Convolutional Networks on Caffe's formats.")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the end-to-end demo on built-in synthetic data")
     demo.add_argument("--out", default="demo", help="output folder (default: demo)")
     demo.set_defaults(run=_demo)
+    synth = commands.add_parser("synth", help="write a synthetic dataset in a real dataset's on-disk format")
+    synth.add_argument("kind", choices=("voc", "sbd", "nyud", "siftflow", "context"))
+    synth.add_argument("--out", default="data", help="data root (default: data); files go where the release "
+                                                     "expects them, e.g. data/pascal/VOC2011")
+    synth.add_argument("--n", type=int, default=8, help="pictures per split")
+    synth.add_argument("--size", default="128x128", help="HxW of the pictures")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(run=_synth)
     pycaffe = commands.add_parser("pycaffe", help="run an unmodified pycaffe script with `import caffe` "
                                                   "resolving to fcn-caffe")
     pycaffe.add_argument("script")
