@@ -17,6 +17,8 @@ from runner.python_layer import Layer
 from runner.registry import layer_type_list
 
 from fcn import caffe_io as io
+from solvers.api import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver, SGDSolver,
+                         get_solver)
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
@@ -26,7 +28,8 @@ proto.caffe_pb2 = caffe_pb2
 
 __all__ = ["Net", "Layer", "TRAIN", "TEST", "set_mode_cpu", "set_mode_gpu", "set_device", "set_random_seed",
            "layer_type_list", "NetSpec", "layers", "params", "to_proto", "net_spec", "coord_map", "proto", "io",
-           "install_as_caffe"]
+           "install_as_caffe", "get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
+           "AdaDeltaSolver", "AdamSolver"]
 
 
 def install_as_caffe() -> types.ModuleType:

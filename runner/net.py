@@ -162,8 +162,10 @@ class Net:
         if unknown:
             raise ValueError(f"{method}: {sorted(unknown)} are not {kind} of net '{self.name}' ({kind}: {allowed})")
 
-    def _backward(self, start: int, end: int, retain_graph: bool = True) -> None:
-        self._graph.backward(start, end, self._first_versions, retain_graph)
+    def _backward(self, start: int, end: int, retain_graph: bool = True, blob_diffs: bool = True) -> None:
+        """Backward over layers end..start. A training step passes ``retain_graph=False`` and
+        ``blob_diffs=False``: only parameter gradients are wanted, and the graph may be freed at once."""
+        self._graph.backward(start, end, self._first_versions, retain_graph, blob_diffs)
 
     def backward(self, diffs: Optional[Iterable[str]] = None, start: Optional[str] = None,
                  end: Optional[str] = None, **kwargs: np.ndarray) -> Dict[str, np.ndarray]:

@@ -2,7 +2,8 @@
 
 ``get_solver`` builds whatever the file's ``type`` (or legacy ``solver_type``) asks for;
 ``SGDSolver(path)``, ``AdamSolver(path)``... build their own type whatever the file says, exactly as
-the pycaffe classes of the same names do.
+the pycaffe classes of the same names do. As in pycaffe, the adaptive solvers derive from SGDSolver
+(they share its learning-rate policies, clipping and weight decay).
 """
 from __future__ import annotations
 
@@ -20,27 +21,27 @@ class SGDSolver(Solver):
     kind = "SGD"
 
 
-class NesterovSolver(Solver):
+class NesterovSolver(SGDSolver):
     """Nesterov's accelerated gradient."""
     kind = "Nesterov"
 
 
-class AdaGradSolver(Solver):
+class AdaGradSolver(SGDSolver):
     """AdaGrad (no momentum)."""
     kind = "AdaGrad"
 
 
-class RMSPropSolver(Solver):
+class RMSPropSolver(SGDSolver):
     """RMSProp (no momentum; ``rms_decay``)."""
     kind = "RMSProp"
 
 
-class AdaDeltaSolver(Solver):
+class AdaDeltaSolver(SGDSolver):
     """AdaDelta (``momentum`` is its decay; base_lr usually 1)."""
     kind = "AdaDelta"
 
 
-class AdamSolver(Solver):
+class AdamSolver(SGDSolver):
     """Adam (``momentum`` = beta1, ``momentum2`` = beta2, ``delta`` = epsilon)."""
     kind = "Adam"
 

@@ -52,6 +52,7 @@ def learning_rate(param: "caffe_pb2.SolverParameter", iteration: int, current_st
         _require_gamma(param)
         return float(_f32(float(base) * float(param.gamma) ** current_step)), current_step
     if policy == "poly":
+        _require(param.max_iter > 0, "poly", f"max_iter must be > 0 (got {param.max_iter})")
         left = _f32(1) - _f32(iteration) / _f32(param.max_iter)
         return float(base * _powf(left, _f32(param.power))), current_step
     if policy == "sigmoid":

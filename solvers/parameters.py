@@ -36,7 +36,6 @@ class NetSource:
     phase: int
     level: int
     stages: List[str]
-    origin: str
 
 
 def read_solver_parameter(path: Union[str, "os.PathLike[str]"]) -> "caffe_pb2.SolverParameter":
@@ -86,7 +85,7 @@ def resolve_path(path: str, base_dir: Optional[str], what: str) -> str:
     return beside
 
 
-def train_net_source(param: "caffe_pb2.SolverParameter", base_dir: Optional[str]) -> NetSource:
+def net_source_for_train(param: "caffe_pb2.SolverParameter", base_dir: Optional[str]) -> NetSource:
     """Where the train net comes from (exactly one of train_net_param, train_net, net_param, net)."""
     given = [name for name in ("train_net_param", "train_net", "net_param", "net") if param.HasField(name)]
     if not given:
@@ -97,20 +96,18 @@ def train_net_source(param: "caffe_pb2.SolverParameter", base_dir: Optional[str]
                          f"net: {', '.join(given)}")
     field = given[0]
     net = _net_of(getattr(param, field), field, base_dir)
-    return _with_state(net, field, caffe_pb2.TRAIN, param.train_state if param.HasField("train_state") else None)
+    return _with_state(net, caffe_pb2.TRAIN, param.train_state if param.HasField("train_state") else None)
 
 
-def test_net_sources(param: "caffe_pb2.SolverParameter", base_dir: Optional[str]) -> List[NetSource]:
+def net_sources_for_test(param: "caffe_pb2.SolverParameter", base_dir: Optional[str]) -> List[NetSource]:
     """The test nets, in Caffe's order: test_net_param entries, test_net files, then one instance of the
     generic net (net_param or net) for every test_iter left over."""
     if param.HasField("net_param") and param.HasField("net"):
         raise ValueError("SolverParameter: both net_param and net may not be specified")
     has_generic = param.HasField("net_param") or param.HasField("net")
     specific = len(param.test_net_param) + len(param.test_net)
-    if has_generic and len(param.test_iter) < specific:
-        raise ValueError(f"test_iter must be specified for each test network ({specific} test nets, "
-                         f"{len(param.test_iter)} test_iter)")
-    if not has_generic and len(param.test_iter) != specific:
+    # With a generic net, extra test_iter entries each ask for one more instance of it.
+    if len(param.test_iter) < specific or (not has_generic and len(param.test_iter) != specific):
         raise ValueError(f"test_iter must be specified for each test network ({specific} test nets, "
                          f"{len(param.test_iter)} test_iter)")
     count = len(param.test_iter)
@@ -119,24 +116,23 @@ def test_net_sources(param: "caffe_pb2.SolverParameter", base_dir: Optional[str]
                          f"{len(param.test_state)} test_state)")
     if count and param.test_interval <= 0:
         raise ValueError(f"test_interval must be > 0 when there are test nets (got {param.test_interval})")
-    nets = [(net, "test_net_param") for net in param.test_net_param]
-    nets += [(_net_of(path, "test_net", base_dir), "test_net") for path in param.test_net]
+    nets: List[Union[str, "caffe_pb2.NetParameter"]] = list(param.test_net_param)
+    nets += [_net_of(path, "test_net", base_dir) for path in param.test_net]
     if has_generic:
         generic_field = "net_param" if param.HasField("net_param") else "net"
-        generic = _net_of(getattr(param, generic_field), generic_field, base_dir)
-        nets += [(generic, generic_field)] * (count - specific)
-    return [_with_state(net, origin, caffe_pb2.TEST, param.test_state[i] if param.test_state else None)
-            for i, (net, origin) in enumerate(nets)]
+        nets += [_net_of(getattr(param, generic_field), generic_field, base_dir)] * (count - specific)
+    return [_with_state(net, caffe_pb2.TEST, param.test_state[i] if param.test_state else None)
+            for i, net in enumerate(nets)]
 
 
 def _net_of(value: Union[str, "caffe_pb2.NetParameter"], field: str, base_dir: Optional[str]
             ) -> Union[str, "caffe_pb2.NetParameter"]:
     if isinstance(value, str):
-        return resolve_path(value, base_dir, f"{field}")
+        return resolve_path(value, base_dir, field)
     return value
 
 
-def _with_state(net: Union[str, "caffe_pb2.NetParameter"], origin: str, phase: int,
+def _with_state(net: Union[str, "caffe_pb2.NetParameter"], phase: int,
                 solver_state: Optional["caffe_pb2.NetState"]) -> NetSource:
     """Caffe's merge: NetState{phase} <- the net's own state <- the solver's state for this net."""
     own = net.state if isinstance(net, caffe_pb2.NetParameter) else read_prototxt(net, caffe_pb2.NetParameter).state
@@ -145,4 +141,4 @@ def _with_state(net: Union[str, "caffe_pb2.NetParameter"], origin: str, phase: i
     if solver_state is not None:
         state.MergeFrom(solver_state)
     added = list(solver_state.stage) if solver_state is not None else []
-    return NetSource(net, state.phase, state.level, added, origin)
+    return NetSource(net, state.phase, state.level, added)

@@ -26,8 +26,8 @@ from runner.device import set_random_seed
 from runner.net import Net
 from solvers.learnable import learnable_params
 from solvers.lr_policy import learning_rate
-from solvers.parameters import (NetSource, read_solver_parameter, resolve_path, solver_type, test_net_sources,
-                                train_net_source)
+from solvers.parameters import (NetSource, net_source_for_train, net_sources_for_test, read_solver_parameter,
+                                resolve_path, solver_type)
 from solvers.snapshot import load_state, save_state, snapshot_name
 from solvers.updates import RULES, Hyper, check_hyper_parameters, clip_gradients, f32, normalize, regularize
 
@@ -61,8 +61,8 @@ class Solver:
             set_random_seed(self._param.random_seed)
         weights = [resolve_path(name, base_dir, "weights") for entry in self._param.weights
                    for name in entry.split(",")]
-        self._net = _build(train_net_source(self._param, base_dir), weights)
-        self._test_nets = [_build(source, weights) for source in test_net_sources(self._param, base_dir)]
+        self._net = _build(net_source_for_train(self._param, base_dir), weights)
+        self._test_nets = [_build(source, weights) for source in net_sources_for_test(self._param, base_dir)]
         for test_net in self._test_nets:
             test_net.share_with(self._net)
         self._iter = 0
@@ -180,7 +180,7 @@ class Solver:
         filled (nothing in training reads them), which saves autograd that work."""
         last = len(self._net.graph.slots) - 1
         loss = self._net._forward(0, last)
-        self._net.graph.backward(last, 0, self._net._first_versions, retain_graph=False, blob_diffs=False)
+        self._net._backward(last, 0, retain_graph=False, blob_diffs=False)
         return loss
 
     def _update_smoothed_loss(self, loss: float, start_iter: int) -> None:

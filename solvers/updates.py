@@ -153,7 +153,7 @@ def _adam(diffs: Tensors, history: Tensors, rates: Sequence[float], hyper: Hyper
     first, second = history[:n], history[n:]
     beta1, beta2 = hyper.momentum, hyper.momentum2
     t = iteration + 1
-    correction = f32(math.sqrt(f32(1.0) - beta2 ** t) / (f32(1.0) - beta1 ** t))
+    correction = f32(math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t))  # in double, as C++ pow(float, int)
     _decayed_square(second, diffs, beta2)
     torch._foreach_mul_(first, beta1)
     torch._foreach_add_(first, diffs, alpha=f32(1.0 - beta1))
