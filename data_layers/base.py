@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from data_layers.errors import BadSampleError, DatasetNotFoundError
-from data_layers.order import sample_order, shard
+from data_layers.order import process_shard, sample_order, shard
 from data_layers.params import parse_param_str
 from data_layers.prefetch import Prefetcher
 from runner.blob import Blob
@@ -95,7 +95,8 @@ class SegDataLayer(Layer):
             raise ValueError(f"{where}: a data layer takes no bottoms, got {len(bottom)}")
         if len(top) != len(self.tops):
             raise ValueError(f"{where}: needs {len(self.tops)} tops ({', '.join(self.tops)}), got {len(top)}")
-        self.ids = shard(self._read_split(), int(params.get("rank", 0)), int(params.get("world_size", 1)))
+        rank, world_size = process_shard(params, self.phase)
+        self.ids = shard(self._read_split(), rank, world_size)
         self.randomize = bool(params.get("randomize", True)) and "train" in self.split
         self.skip_bad = bool(params.get("skip_bad", False))
         self.bad_samples: Dict[str, str] = {}

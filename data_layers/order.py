@@ -4,9 +4,21 @@ Shuffling is per epoch (every sample once per pass, in a fresh seeded permutatio
 release's independent draws with replacement: same randomness for SGD, no sample starved for an epoch,
 and the sequence is reproducible from the seed.
 """
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+
+def process_shard(params: Mapping[str, object], phase: int) -> Tuple[int, int]:
+    """(rank, world_size) for this layer: the ``param_str`` keys when given; otherwise, for a training
+    net inside a torch.distributed run (torchrun), this process's rank, so that each rank reads its own
+    shard of the same prototxt. Evaluation nets read the whole split (rank 0 scores alone)."""
+    if "rank" in params or "world_size" in params:
+        return int(params.get("rank", 0)), int(params.get("world_size", 1))
+    import torch.distributed as dist
+    if phase == 0 and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def shard(ids: Sequence[str], rank: int, world_size: int) -> List[str]:

@@ -1,0 +1,264 @@
+"""The solve loop every ``models/*/solve.py`` and ``fcn train`` share.
+
+It is the FCN release's solve.py made robust: load initial weights (or run surgery), step in chunks,
+score mean IU on the validation net every N iterations (the test net shares the train net's weights),
+and keep a record of everything: a JSONL log (smoothed loss, lr, seconds, data-wait seconds, metrics),
+a PNG of the curves, and the best-mean-IU weights. Faults do not lose work: SIGINT/SIGTERM snapshot and
+return (Caffe's default action), a non-finite loss stops before the bad update with an error naming the
+iteration, and every file is written atomically. Under ``torchrun`` the ranks train data-parallel and
+rank 0 alone logs, scores and snapshots.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from solvers import distributed
+from solvers.api import get_solver
+from solvers.learnable import learnable_params
+from solvers.score import format_scores, seg_tests
+from solvers.solver import Solver
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN or infinite loss; the weights were not updated with it."""
+
+
+class _Interrupted(Exception):
+    """Raised inside a step when SIGINT/SIGTERM arrived, so the loop can snapshot and stop."""
+
+
+@dataclass
+class TrainConfig:
+    """What to train and how to watch it. Paths default to the solver file's conventions."""
+    solver_path: str
+    weights: Sequence[str] = ()
+    init: Optional[Callable[[Solver], None]] = None
+    restore: Optional[str] = None
+    iters: Optional[int] = None
+    score_every: Optional[int] = None
+    out_dir: Optional[str] = None
+    score_layer: str = "score"
+    gt: str = "label"
+    present_only: bool = False
+    save_predictions: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """How the run ended and where its records are."""
+    iterations: int
+    interrupted: bool
+    log_path: str
+    plot_path: Optional[str]
+    best_weights: Optional[str]
+    best_mean_iu: Optional[float]
+    scores: List[Dict[str, Any]] = field(default_factory=list)
+    unset_parameters: List[str] = field(default_factory=list)
+
+
+def unset_parameters(net: Any) -> List[str]:
+    """Learnable weights (blob 0) still holding one constant value, the classic trap where a net predicts
+    only background because no weights file or surgery set them. Score layers start at zero on purpose."""
+    suspicious = []
+    for entry in learnable_params(net):
+        if entry.index != 0 or entry.layer.startswith("score"):
+            continue
+        values = entry.blob.tensor()
+        if values.numel() and bool((values == values.reshape(-1)[0]).all()):
+            suspicious.append(entry.layer)
+    return suspicious
+
+
+def _atomic_text(path: str, text: str) -> None:
+    temp = f"{path}.{os.getpid()}.tmp"
+    with open(temp, "w") as handle:
+        handle.write(text)
+    os.replace(temp, path)
+
+
+class _Records:
+    """The JSONL log, the curves PNG and the best weights of one run (rank 0 only)."""
+
+    def __init__(self, out_dir: str) -> None:
+        os.makedirs(out_dir, exist_ok=True)
+        self.log_path = os.path.join(out_dir, "train_log.jsonl")
+        self.plot_path = os.path.join(out_dir, "curves.png")
+        self.best_path = os.path.join(out_dir, "best.caffemodel")
+        self.losses: List[tuple] = []
+        self.scores: List[Dict[str, Any]] = []
+        self.best: Optional[float] = None
+
+    def write(self, record: Dict[str, Any]) -> None:
+        with open(self.log_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def loss(self, iteration: int, loss: float, lr: float, seconds: float, wait: float) -> None:
+        self.losses.append((iteration, loss))
+        self.write({"iter": iteration, "loss": loss, "lr": lr, "seconds": round(seconds, 3),
+                    "data_wait_seconds": round(wait, 3)})
+
+    def score(self, iteration: int, metrics: Dict[str, Any], net: Any) -> None:
+        record = {"iter": iteration, **{k: v for k, v in metrics.items()}}
+        self.scores.append(record)
+        self.write(record)
+        mean_iu = metrics["mean_iu"]
+        if mean_iu == mean_iu and (self.best is None or mean_iu > self.best):
+            self.best = mean_iu
+            net.save(self.best_path)
+            _atomic_text(self.best_path + ".json", json.dumps({"iter": iteration, **metrics}, indent=1))
+        self.plot()
+
+    def plot(self) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+        if self.losses:
+            its, values = zip(*self.losses)
+            top.plot(its, values)
+        top.set_ylabel("smoothed loss")
+        if self.scores:
+            bottom.plot([s["iter"] for s in self.scores], [s["mean_iu"] for s in self.scores], marker="o")
+        bottom.set_ylabel("mean IU")
+        bottom.set_xlabel("iteration")
+        temp = f"{self.plot_path}.{os.getpid()}.tmp.png"
+        fig.savefig(temp, dpi=80)
+        plt.close(fig)
+        os.replace(temp, self.plot_path)
+
+
+def _data_wait(net: Any) -> float:
+    return float(sum(getattr(layer, "wait_seconds", 0.0) for layer in net.layers))
+
+
+def _score_ids(net: Any) -> List[str]:
+    for layer in net.layers:
+        ids = getattr(layer, "ids", None)
+        if ids is not None:
+            return list(ids)
+    raise ValueError(f"test net '{net.name}' has no data layer that lists its samples (an 'ids' attribute); "
+                     f"cannot score mean IU")
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run the solve loop; see the module docstring."""
+    group = distributed.init_from_environment()
+    solver = get_solver(config.solver_path)
+    for path in config.weights:
+        solver.net.copy_from(path)
+    if config.init is not None:
+        config.init(solver)
+    if config.restore:
+        solver.restore(config.restore)
+    suspicious = unset_parameters(solver.net)
+    for layer in suspicious:
+        log.warning("layer '%s': weights still at a constant value (no weights file or surgery set them); "
+                    "the net may predict a single class", layer)
+    param = solver.param
+    iters = config.iters if config.iters is not None else max(param.max_iter - solver.iter, 0)
+    score_every = config.score_every or param.test_interval or iters or 1
+    out_dir = config.out_dir or os.path.dirname(os.path.abspath(param.snapshot_prefix or config.solver_path))
+    records = _Records(out_dir) if group.is_main else None
+    if not group.is_main:
+        param.snapshot = 0
+    param.test_interval = 0  # scoring is this loop's job, on its own schedule
+    interrupted = _run(solver, group, records, iters, score_every, config)
+    if group.is_main and (interrupted or param.snapshot_after_train):
+        solver.snapshot()
+    distributed.barrier(group)
+    distributed.shutdown(group)
+    return TrainResult(solver.iter, interrupted, records.log_path if records else "",
+                       records.plot_path if records and records.scores else None,
+                       records.best_path if records and records.best is not None else None,
+                       records.best if records else None, records.scores if records else [], suspicious)
+
+
+def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Records], iters: int,
+         score_every: int, config: TrainConfig) -> bool:
+    """Step and score until ``iters`` iterations are done or a signal arrives; True if interrupted."""
+    stop = {"signal": None}
+    started = time.perf_counter()
+    averager = distributed.gradient_averager(solver, group)
+    display = solver.param.display or 20
+    bar = _progress(iters, config.progress and group.is_main)
+
+    def on_start() -> None:
+        if stop["signal"] is not None:
+            raise _Interrupted()
+
+    def on_gradients_ready() -> None:
+        loss = solver.smoothed_loss
+        bad = averager(0.0 if math.isfinite(loss) else 1.0)
+        if bad:
+            raise NonFiniteLoss(f"iteration {solver.iter}: the loss is {loss} (non-finite) on "
+                                f"{int(bad)} process(es); stopped before updating the weights. The last good "
+                                f"snapshot is the latest '{solver.param.snapshot_prefix}_iter_*.caffemodel'")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4g}")
+        if records is not None and solver.iter % display == 0:
+            records.loss(solver.iter, loss, solver.lr, time.perf_counter() - started, _data_wait(solver.net))
+
+    solver.add_callback(on_start, on_gradients_ready)
+    previous = {sig: signal.signal(sig, lambda s, _: stop.__setitem__("signal", s))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    end = solver.iter + iters
+    try:
+        while solver.iter < end:
+            chunk = min(score_every - solver.iter % score_every, end - solver.iter)
+            try:
+                solver.step(chunk)
+            except _Interrupted:
+                log.info("signal %s at iteration %d: snapshotting and stopping", stop["signal"], solver.iter)
+                if records is not None:
+                    records.write({"iter": solver.iter, "event": "interrupted"})
+                return True
+            if solver.iter % score_every == 0 and solver.test_nets:
+                if records is not None:
+                    _score(solver, records, config)
+                distributed.barrier(group)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if bar is not None:
+            bar.close()
+    return False
+
+
+def _score(solver: Solver, records: _Records, config: TrainConfig) -> None:
+    net = solver.test_nets[0]
+    save = os.path.join(os.path.dirname(records.log_path), "predictions_iter{}") if config.save_predictions else None
+    scores = seg_tests(solver, save, _score_ids(net), layer=config.score_layer, gt=config.gt,
+                       present_only=config.present_only)
+    log.info("%s", format_scores(scores, solver.iter))
+    metrics = scores.as_dict()
+    metrics["per_class_iu"] = [None if v != v else v for v in metrics["per_class_iu"]]
+    records.score(solver.iter, metrics, solver.net)
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc="train", unit="it", dynamic_ncols=True)
+
+
+def summary(result: TrainResult) -> str:
+    """One paragraph for the console."""
+    best = f"best mean IU {result.best_mean_iu:.4f} ({result.best_weights})" if result.best_mean_iu is not None \
+        else "not scored"
+    state = "interrupted" if result.interrupted else "done"
+    return f"{state} at iteration {result.iterations}; {best}; log {result.log_path}"
+
+
+__all__ = ["TrainConfig", "TrainResult", "NonFiniteLoss", "train", "unset_parameters", "summary"]
