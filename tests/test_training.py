@@ -199,3 +199,34 @@ def test_two_ranks_equal_one_rank_with_iter_size_two(tmp_path) -> None:
     set_random_seed(5)
     initial = Net(str(one / "train.prototxt"), caffe_pb2.TRAIN)
     assert np.abs(initial.params["score"][0].data - params_one["score"][0]).max() > 1e-6
+
+
+def test_fcn_train_cli_points_the_nets_at_a_data_root(tmp_path) -> None:
+    data = tmp_path / "data"
+    write_dataset("voc", data, n=2, size=(24, 32), seed=0)
+    model = tmp_path / "model"
+    model.mkdir()
+    for name, split in (("train", "train"), ("val", "val")):
+        (model / f"{name}.prototxt").write_text(_net_text("../data/pascal/VOC2011", split))  # release-style path
+    (model / "solver.prototxt").write_text(textwrap.dedent("""
+    train_net: "train.prototxt"
+    test_net: "val.prototxt"
+    test_iter: 2
+    test_interval: 999999
+    base_lr: 1e-6
+    lr_policy: "fixed"
+    momentum: 0.9
+    max_iter: 100
+    display: 1
+    snapshot: 0
+    snapshot_prefix: "snapshot/train"
+    """))
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "fcn", "train", str(model), "--data", str(data), "--iters", "2",
+                             "--score-every", "2", "--out", str(out)], cwd=str(tmp_path), capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+    assert result.returncode == 0, result.stderr
+    assert "done at iteration 2" in result.stdout and "best mean IU" in result.stdout
+    assert (out / "snapshot" / "train_iter_2.caffemodel").exists() and (out / "best.caffemodel").exists()
+    resolved = (out / "train.prototxt").read_text()
+    assert str(data / "pascal" / "VOC2011") in resolved
