@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from netspec import caffe_pb2
+from runner.device import set_device, set_mode_gpu
 from solvers import distributed
 from solvers.api import get_solver
 from solvers.learnable import learnable_params
@@ -154,6 +156,9 @@ def train(config: TrainConfig) -> TrainResult:
     """Run the solve loop; see the module docstring."""
     group = distributed.init_from_environment()
     solver = get_solver(config.solver_path)
+    if solver.param.solver_mode == caffe_pb2.SolverParameter.GPU and not group.active:
+        set_device(solver.param.device_id)  # as the `caffe train` tool honours solver_mode/device_id
+        set_mode_gpu()
     for path in config.weights:
         solver.net.copy_from(path)
     if config.init is not None:
