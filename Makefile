@@ -16,3 +16,8 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
+
+# Every models/<experiment>/*.prototxt, rewritten from its net.py (`python -m models.make_nets --check`
+# only compares).
+nets: install
+	$(PYTHON) -m models.make_nets

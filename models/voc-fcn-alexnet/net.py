@@ -1,0 +1,17 @@
+"""voc-fcn-alexnet: FCN-AlexNet (CaffeNet body, 32x output stride) on PASCAL VOC.
+
+Run ``python models/voc-fcn-alexnet/net.py`` to rewrite this folder's prototxts (``--help`` for paths).
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's packages, as a script
+
+from models.experiment import Experiment, single  # noqa: E402
+from models.sources import voc  # noqa: E402
+from netspec.alexnet import fcn_alexnet  # noqa: E402
+
+EXPERIMENT = Experiment(voc(), single(fcn_alexnet))
+
+if __name__ == "__main__":
+    EXPERIMENT.main(Path(__file__).parent)

@@ -1,0 +1,17 @@
+"""voc-fcn-pool4: FCN scoring VGG16 truncated at pool4, upsampled 16x, on PASCAL VOC.
+
+Run ``python models/voc-fcn-pool4/net.py`` to rewrite this folder's prototxts (``--help`` for paths).
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's packages, as a script
+
+from models.experiment import Experiment, single  # noqa: E402
+from models.sources import voc  # noqa: E402
+from netspec.ablations import fcn_pool  # noqa: E402
+
+EXPERIMENT = Experiment(voc(), single(fcn_pool, dropout=False, pool=4))
+
+if __name__ == "__main__":
+    EXPERIMENT.main(Path(__file__).parent)
