@@ -177,6 +177,8 @@ def _read_buffer(path: Path, expected: str) -> bytearray:
                     got += count
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found (expected a {expected})") from None
+    except OSError as error:  # a folder, no permission...
+        raise CaffemodelError(f"{path}: cannot read it as a {expected} ({error.strerror or error})") from None
     del buf[got:]
     if buf[:2] == _GZIP_MAGIC:
         try:

@@ -54,6 +54,8 @@ def read_prototxt(path: PathLike, message_class: Type[MessageT] = caffe_pb2.NetP
         raw = file.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{file}: prototxt file not found") from None
+    except OSError as error:  # a folder, no permission...
+        raise PrototxtError(f"{file}: cannot read the prototxt ({error.strerror or error})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:

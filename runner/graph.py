@@ -84,10 +84,14 @@ class NetGraph(torch.nn.Module):
                     first_versions[top] = tensor
             else:
                 bottoms = [blobs[b].tensor() for b in slot.bottoms]
-                if slot.python_host is not None:
-                    tops = slot.python_host.forward(bottoms)
-                else:
-                    tops = slot.impl.forward(bottoms, [b.tensor() for b in slot.param_blobs])
+                try:
+                    if slot.python_host is not None:
+                        tops = slot.python_host.forward(bottoms)
+                    else:
+                        tops = slot.impl.forward(bottoms, [b.tensor() for b in slot.param_blobs])
+                except (RuntimeError, IndexError) as err:
+                    # e.g. a label outside the score's classes: torch's message, with the layer named
+                    raise ValueError(f"layer {slot.name!r} ({slot.type}): {err}") from err
                 for top_name, tensor, weight in zip(slot.tops, tops, slot.top_loss_weights):
                     blobs[top_name].set_tensor(tensor)
                     if top_name not in first_versions or top_name not in slot.bottoms:
@@ -264,6 +268,19 @@ def _make_slot(graph: NetGraph, lp: Any, phase: int, search: List[str], device: 
     return slot
 
 
+#: Caffe's Blob refuses more than INT_MAX elements; past that, torch would fail without naming the layer.
+MAX_BLOB_COUNT = 2 ** 31 - 1
+
+
+def _check_count(slot: LayerSlot, what: str, shape: Sequence[int]) -> None:
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    if count > MAX_BLOB_COUNT:
+        raise ValueError(f"layer {slot.name!r} ({slot.type}): {what} of shape {tuple(shape)} has {count} elements, "
+                         f"more than Caffe's limit of {MAX_BLOB_COUNT}")
+
+
 def _check_bottoms_exist(graph: NetGraph, slot: LayerSlot) -> None:
     for name in slot.bottoms:
         if name not in graph.blobs:
@@ -288,8 +305,9 @@ def _create_tops(graph: NetGraph, slot: LayerSlot, device: torch.device) -> None
         if len(shapes) not in (1, len(slot.tops)):
             raise ValueError(f"layer '{slot.name}' (Input): {len(shapes)} shapes for {len(slot.tops)} tops")
         for i, name in enumerate(slot.tops):
-            dims = shapes[0 if len(shapes) == 1 else i].dim
-            graph.blobs[name].reshape(*[int(d) for d in dims])
+            dims = [int(d) for d in shapes[0 if len(shapes) == 1 else i].dim]
+            _check_count(slot, f"top '{name}'", dims)
+            graph.blobs[name].reshape(*dims)
             graph.input_names.append(name)
     elif slot.python_layer is not None:
         slot.python_host = PythonLayerHost(slot.python_layer, [graph.blobs[b] for b in slot.bottoms],
@@ -309,6 +327,7 @@ def _create_params(graph: NetGraph, slot: LayerSlot, shared: Dict[str, Tuple[tor
         # a layer's own arithmetic failing on odd input is still that layer's error
         raise ValueError(f"layer '{slot.name}' ({slot.type}): {err}") from err
     for i, spec in enumerate(specs):
+        _check_count(slot, f"parameter {i}", spec.shape)
         share_name = slot.layer_param.param[i].name if i < len(slot.layer_param.param) else ""
         if share_name and share_name in shared:
             param, p_blob = shared[share_name]
@@ -347,6 +366,7 @@ def _set_top_shapes(graph: NetGraph, slot: LayerSlot) -> None:
         raise ValueError(f"layer '{slot.name}' ({slot.type}) makes {len(tops)} tops, the prototxt names "
                          f"{len(slot.tops)}")
     for name, tensor in zip(slot.tops, tops):
+        _check_count(slot, f"top '{name}'", tensor.shape)
         blob = graph.blobs[name]
         if blob.shape != tuple(tensor.shape):
             blob.reshape(*tensor.shape)

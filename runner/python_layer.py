@@ -69,8 +69,8 @@ def instantiate(layer_param: Any, phase: int, search_folders: Sequence[str] = ()
     with _importable_from(search_folders):
         try:
             module = importlib.import_module(pp.module)
-        except ImportError as err:
-            raise ValueError(f"{where}: cannot import module '{pp.module}': {err}") from err
+        except Exception as err:  # ImportError, or any error the module raises while it loads
+            raise ValueError(f"{where}: cannot import module {pp.module!r}: {type(err).__name__}: {err}") from err
     cls = getattr(module, pp.layer, None)
     if cls is None:
         raise ValueError(f"{where}: module '{pp.module}' has no class '{pp.layer}'")

@@ -30,7 +30,7 @@ def layer_class(type_name: str, layer_name: str = "?") -> Type:
     try:
         return _LAYERS[type_name]
     except KeyError:
-        raise ValueError(f"layer '{layer_name}': unsupported layer type '{type_name}'; "
+        raise ValueError(f"layer {layer_name!r}: unsupported layer type {type_name!r}; "
                          f"supported types: {', '.join(layer_type_list())}") from None
 
 
