@@ -4,7 +4,8 @@ A user who points the Net at a broken prototxt, the wrong caffemodel or a net we
 read one line that names the culprit (file and position, layer, blob, shapes) and get an exception
 a caller can catch as ValueError (or FileNotFoundError for a path that is not there). The targeted
 tests pin the message for each common mistake; the fuzz test throws a few hundred seeded mutants of
-real-Caffe fixtures at parse, construction and forward and accepts only those two clean outcomes.
+real-Caffe fixtures at parse, construction and forward and accepts only those clean outcomes (and
+MemoryError, for a blob Caffe would allow but the worker cannot hold).
 """
 from __future__ import annotations
 
@@ -283,12 +284,6 @@ WORKER_MEMORY = 4 << 30  # a mutant asking for more fails fast instead of swappi
 # A mutant may ask for a blob that Caffe would allow but the worker cannot hold: MemoryError is the
 # honest answer to that, so the fuzz counts it as clean too.
 FUZZ_CLEAN = CLEAN + (MemoryError,)
-# Open findings reported to the lead, as (reason, pattern over "type: message"): while the fuzz finds
-# only these, it is an expected failure; anything else fails it. Drop an entry once its fix is in.
-KNOWN_OPEN = [
-    ("no check of Caffe's INT_MAX blob count: huge shapes fail inside torch (RuntimeError, no layer named)",
-     re.compile(r"^builtins\.RuntimeError: (\[enforce fail at alloc_cpu|Storage size calculation overflowed)")),
-]
 
 TEXT_FIXTURES = ["layers/conv_k3_p1", "layers/pool_ave_k3_s2_p1", "layers/lrn_within_3",
                  "layers/crop_axis2_offsets_1_4", "layers/eltwise_sum_coeff",
@@ -599,26 +594,13 @@ def _is_clean(result: dict) -> bool:
     return result["outcome"] == "error" and result["clean"] and "\n" not in result["message"]
 
 
-def _known_open(result: dict) -> Optional[str]:
-    """The reason of the open finding this unclean result is an instance of, if any."""
-    if result["outcome"] != "error":
-        return None
-    shown = f"{result['type']}: {result['message']}"
-    return next((reason for reason, pattern in KNOWN_OPEN if pattern.search(shown)), None)
-
-
 def test_fuzzed_prototxts_and_caffemodels_fail_cleanly(tmp_path):
     results = _fuzz(_make_mutants(tmp_path))
-    outcomes = {r["outcome"] for _, r in results}
     bad = [(m, r) for m, r in results if not _is_clean(r)]
-    new = [(m, r) for m, r in bad if _known_open(r) is None]
     report = "\n".join(f"case {m.index} ({m.fixture}, {m.mutation}): {m.weights or m.prototxt}: "
-                       f"{json.dumps(r)[:400]}" for m, r in new)
-    assert not new, f"{len(new)} of {len(results)} mutants failed uncleanly:\n{report}"
-    assert {"ok", "error"} <= outcomes, "the mutants should both build and fail"
-    if bad:
-        reasons = sorted({_known_open(r) for _, r in bad})
-        pytest.xfail(f"{len(bad)} of {len(results)} mutants hit open findings: {'; '.join(reasons)}")
+                       f"{json.dumps(r)[:400]}" for m, r in bad)
+    assert not bad, f"{len(bad)} of {len(results)} mutants failed uncleanly:\n{report}"
+    assert {r["outcome"] for _, r in results} == {"ok", "error"}, "the mutants should both build and fail"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,15 @@
+"""voc-fcn16s: FCN-16s from voc-fcn32s's trained weights; the new pool4 scores start at zero.
+
+Run ``python models/voc-fcn16s/solve.py`` (``--help`` for the weights, data and output paths).
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's packages, as a script
+
+from models.solve_common import VOC, Recipe, main, stage  # noqa: E402
+
+RECIPE = Recipe((stage("voc-fcn32s", "fcn32s-heavy-pascal"),), VOC)
+
+if __name__ == "__main__":
+    sys.exit(main(Path(__file__).parent, RECIPE))

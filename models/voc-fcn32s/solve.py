@@ -1,0 +1,15 @@
+"""voc-fcn32s: FCN-32s from the VGG16 FCN body (ImageNet weights, fc6/fc7 as convolutions).
+
+Run ``python models/voc-fcn32s/solve.py`` (``--help`` for the weights, data and output paths).
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's packages, as a script
+
+from models.solve_common import VOC, Recipe, imagenet, main  # noqa: E402
+
+RECIPE = Recipe((imagenet("vgg16"),), VOC)
+
+if __name__ == "__main__":
+    sys.exit(main(Path(__file__).parent, RECIPE))

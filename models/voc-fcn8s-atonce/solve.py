@@ -1,0 +1,17 @@
+"""voc-fcn8s-atonce: FCN-8s all at once from the VGG16 FCN body.
+
+The skips' Scale layers are fixed by the prototxt (constant fillers, lr_mult 0); no surgery touches them.
+
+Run ``python models/voc-fcn8s-atonce/solve.py`` (``--help`` for the weights, data and output paths).
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's packages, as a script
+
+from models.solve_common import VOC, Recipe, imagenet, main  # noqa: E402
+
+RECIPE = Recipe((imagenet("vgg16"),), VOC)
+
+if __name__ == "__main__":
+    sys.exit(main(Path(__file__).parent, RECIPE))
