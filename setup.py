@@ -12,6 +12,10 @@ setup(
     python_requires=">=3.9",
     # torch is installed first by the Makefile at the pinned CPU version; any torch 2.x serves.
     install_requires=["torch>=2.1", "numpy", "protobuf>=4.21,<8", "pillow", "scipy", "tqdm", "matplotlib"],
-    extras_require={"test": ["pytest", "opencv-python-headless<5", "onnx", "onnxruntime"]},
+    extras_require={
+        # fcn export (ONNX) and fcn convert (safetensors)
+        "export": ["onnx", "safetensors"],
+        "test": ["pytest", "opencv-python-headless<5", "onnx", "onnxruntime", "safetensors"],
+    },
     entry_points={"console_scripts": ["fcn = fcn.cli:main"]},
 )

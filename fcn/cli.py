@@ -55,6 +55,111 @@ def _parse_size(text: str) -> tuple:
     return height, width
 
 
+# ----- using trained nets: infer, convert, export, time, draw -----
+
+def _infer(args: argparse.Namespace) -> int:
+    from fcn.infer import collect_images, infer_images
+    from fcn.segmenter import Segmenter
+    collect_images(args.images)  # a mistyped path is reported before the net is built
+    options = {} if args.mean is None else {"mean": args.mean}
+    segmenter = Segmenter(args.model, args.weights, device="cpu" if args.cpu else args.gpu, blob=args.blob,
+                          allow_python_layers=args.allow_python_layers, **options)
+    written = infer_images(segmenter, args.images, args.out, with_overlay=args.overlay, with_probs=args.probs)
+    print(f"{len(written)} files written to {args.out} (device {segmenter.device})")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from fcn.convert import convert_weights
+    count = convert_weights(args.source, args.to, model=args.model, allow_python_layers=args.allow_python_layers)
+    print(f"{args.to}: {count} blobs from {args.source}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fcn.export import export_onnx
+    options = {} if args.opset is None else {"opset": args.opset}
+    export_onnx(args.model, args.weights, args.out, blob=args.blob, allow_python_layers=args.allow_python_layers,
+                **options)
+    print(f"{args.out}: ONNX model, output '{args.blob}', batch/height/width dynamic")
+    return 0
+
+
+def _time(args: argparse.Namespace) -> int:
+    from fcn.net_loading import load_net
+    from fcn.timing import format_times, time_net
+    from netspec import caffe_pb2
+    if args.gpu is not None:
+        from runner.device import set_device, set_mode_gpu
+        set_device(args.gpu)
+        set_mode_gpu()
+    net = load_net(args.model, caffe_pb2.Phase.Value(args.phase.upper()), weights=args.weights,
+                   allow_python_layers=args.allow_python_layers)
+    print(format_times(time_net(net, args.iterations, args.forward_only), args.forward_only))
+    return 0
+
+
+def _draw(args: argparse.Namespace) -> int:
+    from fcn.draw import draw_net
+    from netspec import caffe_pb2
+    draw_net(args.model, args.out, phase=None if args.phase == "all" else caffe_pb2.Phase.Value(args.phase.upper()))
+    print(f"{args.out}: drawn")
+    return 0
+
+
+def _add_model_commands(commands: "argparse._SubParsersAction") -> None:
+    """The subcommands that use a trained net: infer, convert, export, time, draw."""
+    trust = dict(action="store_true", help="build nets with Python layers (they run code the prototxt names; "
+                                            "refused by default)")
+    infer = commands.add_parser("infer", help="label pictures (files or folders) with a deploy net: VOC-palette "
+                                              "PNGs, optional overlays and class probabilities")
+    infer.add_argument("images", nargs="+", help="image files and/or folders of them")
+    infer.add_argument("--model", required=True, help="deploy prototxt")
+    infer.add_argument("--weights", required=True, help="caffemodel (current or V1 format)")
+    infer.add_argument("--out", required=True, help="output folder")
+    infer.add_argument("--overlay", action="store_true", help="also write NAME_overlay.jpg")
+    infer.add_argument("--probs", action="store_true", help="also write NAME_probs.npy (CxHxW softmax)")
+    infer.add_argument("--blob", default="score", help="output blob to read (default: score)")
+    infer.add_argument("--mean", type=float, nargs=3, default=None, metavar=("B", "G", "R"),
+                       help="BGR mean pixel to subtract (default: the PASCAL VOC mean)")
+    infer.add_argument("--gpu", type=int, help="CUDA device (default: the first GPU when present, else the CPU)")
+    infer.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
+    infer.add_argument("--allow-python-layers", **trust)
+    infer.set_defaults(run=_infer)
+    convert = commands.add_parser("convert", help="convert weights between .caffemodel, .safetensors and "
+                                                  ".pt (keys '<layer>/<index>')")
+    convert.add_argument("source", help="weights to read (.caffemodel, .safetensors, .pt/.pth)")
+    convert.add_argument("--to", required=True, help="file to write; its suffix picks the format")
+    convert.add_argument("--model", help="the net's prototxt: needed to write a caffemodel; when reading one, "
+                                         "gives the tensors the net's shapes")
+    convert.add_argument("--allow-python-layers", **trust)
+    convert.set_defaults(run=_convert)
+    export = commands.add_parser("export", help="export a deploy net with its weights (ONNX)")
+    export.add_argument("--onnx", action="store_true", required=True, help="write ONNX (the one format so far)")
+    export.add_argument("model", help="deploy prototxt")
+    export.add_argument("weights", help="caffemodel")
+    export.add_argument("out", help="output .onnx file")
+    export.add_argument("--blob", default="score", help="output blob (default: score)")
+    export.add_argument("--opset", type=int, help="ONNX opset (default: fcn.export.DEFAULT_OPSET, 17)")
+    export.add_argument("--allow-python-layers", **trust)
+    export.set_defaults(run=_export)
+    timing = commands.add_parser("time", help="per-layer forward/backward milliseconds (caffe time)")
+    timing.add_argument("model", help="net prototxt")
+    timing.add_argument("--iterations", type=int, default=50, help="timed passes (default: 50)")
+    timing.add_argument("--weights", help="caffemodel to load (default: the fillers' values)")
+    timing.add_argument("--phase", choices=("train", "test"), default="train", help="net phase (default: train)")
+    timing.add_argument("--forward-only", action="store_true", help="time forward passes only")
+    timing.add_argument("--gpu", type=int, help="CUDA device to use")
+    timing.add_argument("--allow-python-layers", **trust)
+    timing.set_defaults(run=_time)
+    draw = commands.add_parser("draw", help="draw a net's layers as a PNG (no graphviz needed)")
+    draw.add_argument("model", help="net prototxt")
+    draw.add_argument("out", help="output PNG")
+    draw.add_argument("--phase", choices=("all", "train", "test"), default="all",
+                      help="draw only the layers of one phase (default: all)")
+    draw.set_defaults(run=_draw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcn", description="Fully Convolutional Networks on Caffe's formats.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     pycaffe.add_argument("script")
     pycaffe.add_argument("args", nargs=argparse.REMAINDER)
     pycaffe.set_defaults(run=_pycaffe)
+    _add_model_commands(commands)
     return parser
 
 

@@ -4,15 +4,20 @@
 decide loss weights and which parameters and blobs need gradients). ``NetGraph.run`` is the hot loop:
 one dict look-up and one layer call per layer, no host synchronisation. ``NetGraph.backward`` asks
 autograd for exactly the gradients Caffe would compute and files them into the Blobs' diffs.
+``SpeedOptions`` (all off by default) trade Caffe's plain float32 execution for speed: channels-last
+convolutions, autocast, torch.compile of the built-in layers.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
 
 from netspec import caffe_pb2
 from netspec.filtering import filter_net
@@ -27,6 +32,31 @@ from runner.registry import layer_class
 
 #: Layer types that only name the net's inputs; their tops are Blobs the user writes into.
 INPUT_TYPES = ("Input",)
+#: Layer types that autocast leaves in float32 (besides losses): probabilities, and Python layers,
+#: whose numpy views have no reduced-precision dtype.
+FLOAT32_TYPES = ("Softmax", "Python")
+#: Layer types that take channels-last inputs (the layout then carries on through the layers after them).
+CHANNELS_LAST_TYPES = ("Convolution", "Deconvolution")
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """Opt-in ways to run faster than Caffe's plain float32 loop (each tested against it in
+    tests/test_bench.py; measured in BENCHMARKS.md).
+
+    ``channels_last``: convolutions get NHWC inputs, the layout oneDNN and cuDNN prefer; their outputs stay
+    NHWC, so the layout flows on through ReLU and pooling (Blob ``.data`` views are then strided).
+    ``autocast``: a dtype (``torch.bfloat16``, ``torch.float16``) that convolutions and matrix products run
+    in; losses, Softmax and Python layers get float32 bottoms with autocast off, and the net's outputs are
+    handed back as float32. Intermediate blobs hold the reduced dtype (read them with ``Blob.tensor()``).
+    ``compile``: ``True`` (inductor) or a torch.compile backend name. Each stretch of built-in layers
+    between Python/Input layers is traced to one function and compiled per input shape. Inference only:
+    it applies to whole forwards under ``torch.no_grad()`` without forward hooks; otherwise the plain loop
+    runs. A stretch that cannot be traced or compiled runs eagerly, with a warning.
+    """
+    channels_last: bool = False
+    autocast: Optional[torch.dtype] = None
+    compile: Union[bool, str] = False
 
 
 @dataclass
@@ -49,6 +79,11 @@ class LayerSlot:
     def is_input(self) -> bool:
         return self.type in INPUT_TYPES
 
+    @property
+    def keeps_float32(self) -> bool:
+        """Whether autocast must leave this layer in float32."""
+        return self.type in FLOAT32_TYPES or any(self.top_loss_weights)
+
 
 class NetGraph(torch.nn.Module):
     """Layers, blobs and parameters of one net, runnable forward and backward."""
@@ -63,6 +98,13 @@ class NetGraph(torch.nn.Module):
         self.output_names: List[str] = []
         self.loss_weights: Dict[str, float] = {}
         self.param_list = torch.nn.ParameterList()
+        self.speed = SpeedOptions()
+        self._stretches: Optional[List[Tuple[int, int, Optional["_CompiledStretch"]]]] = None
+
+    def set_speed(self, options: SpeedOptions) -> None:
+        """Use ``options`` from the next forward on (compiled functions are made afresh)."""
+        self.speed = options
+        self._stretches = None
 
     # ----- forward -----
     def run(self, start: int, end: int, first_versions: Dict[str, torch.Tensor],
@@ -71,36 +113,101 @@ class NetGraph(torch.nn.Module):
         of that tensor, as in-place layers overwrite Caffe's diff on the way down). Returns the weighted
         loss terms of the layers run."""
         losses: List[torch.Tensor] = []
-        blobs = self.blobs
-        for index in range(start, end + 1):
-            slot = self.slots[index]
-            for fn in before:
-                fn(index)
-            if slot.is_input:
-                for top in slot.tops:
-                    tensor = blobs[top].tensor()
-                    if self.force_backward and not tensor.requires_grad:
-                        tensor.requires_grad_(True)
-                    first_versions[top] = tensor
-            else:
-                bottoms = [blobs[b].tensor() for b in slot.bottoms]
-                try:
-                    if slot.python_host is not None:
-                        tops = slot.python_host.forward(bottoms)
+        with self._autocast():
+            if self.speed.compile and not torch.is_grad_enabled() and not before and not after \
+                    and (start, end) == (0, len(self.slots) - 1):
+                for first, last, stretch in self._plan():
+                    if stretch is not None:
+                        self._run_stretch(stretch, first_versions, losses)
                     else:
-                        tops = slot.impl.forward(bottoms, [b.tensor() for b in slot.param_blobs])
-                except (RuntimeError, IndexError) as err:
-                    # e.g. a label outside the score's classes: torch's message, with the layer named
-                    raise ValueError(f"layer {slot.name!r} ({slot.type}): {err}") from err
-                for top_name, tensor, weight in zip(slot.tops, tops, slot.top_loss_weights):
-                    blobs[top_name].set_tensor(tensor)
-                    if top_name not in first_versions or top_name not in slot.bottoms:
-                        first_versions[top_name] = tensor
-                    if weight:
-                        losses.append(tensor.detach().sum() * weight)
-            for fn in after:
-                fn(index)
+                        for index in range(first, last + 1):
+                            self._run_slot(index, first_versions, losses)
+                return losses
+            for index in range(start, end + 1):
+                for fn in before:
+                    fn(index)
+                self._run_slot(index, first_versions, losses)
+                for fn in after:
+                    fn(index)
         return losses
+
+    def _run_slot(self, index: int, first_versions: Dict[str, torch.Tensor], losses: List[torch.Tensor]) -> None:
+        slot = self.slots[index]
+        blobs = self.blobs
+        if slot.is_input:
+            for top in slot.tops:
+                tensor = blobs[top].tensor()
+                if self.force_backward and not tensor.requires_grad:
+                    tensor.requires_grad_(True)
+                first_versions[top] = tensor
+            return
+        tops = self.forward_slot(slot, [blobs[b].tensor() for b in slot.bottoms],
+                                 [b.tensor() for b in slot.param_blobs])
+        for top_name, tensor, weight in zip(slot.tops, tops, slot.top_loss_weights):
+            tensor = self._output_dtype(top_name, tensor)
+            blobs[top_name].set_tensor(tensor)
+            if top_name not in first_versions or top_name not in slot.bottoms:
+                first_versions[top_name] = tensor
+            if weight:
+                losses.append(tensor.detach().sum() * weight)
+
+    def forward_slot(self, slot: LayerSlot, bottoms: List[torch.Tensor],
+                     params: List[torch.Tensor]) -> List[torch.Tensor]:
+        """One layer's tops, under the speed options' layout and precision rules."""
+        speed = self.speed
+        if speed.channels_last and slot.type in CHANNELS_LAST_TYPES:
+            bottoms = [b.contiguous(memory_format=torch.channels_last) if b.dim() == 4 else b for b in bottoms]
+        if speed.autocast is not None and slot.keeps_float32:
+            with torch.autocast(self._device_type(), enabled=False):
+                return self._call_layer(slot, [b.float() for b in bottoms], params)
+        return self._call_layer(slot, bottoms, params)
+
+    @staticmethod
+    def _call_layer(slot: LayerSlot, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
+        if slot.python_host is not None:
+            return slot.python_host.forward(bottoms)
+        return slot.impl.forward(bottoms, params)
+
+    def _output_dtype(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """Under autocast the net's outputs go back to float32: pycaffe callers read them through numpy."""
+        if tensor.dtype == self.speed.autocast and name in self.output_names:
+            return tensor.float()
+        return tensor
+
+    def _device_type(self) -> str:
+        first = next(iter(self.blobs.values()), None)
+        return first.device.type if first is not None else "cpu"
+
+    def _autocast(self) -> ContextManager:
+        if self.speed.autocast is None:
+            return nullcontext()
+        return torch.autocast(self._device_type(), dtype=self.speed.autocast)
+
+    def _plan(self) -> List[Tuple[int, int, Optional["_CompiledStretch"]]]:
+        """The net cut into ``(first, last, stretch)``: maximal stretches of built-in layers, each compiled
+        as one function, and single Input/Python layers (stretch None) that run as always."""
+        if self._stretches is None:
+            bounds: List[Tuple[int, int, bool]] = []
+            for index, slot in enumerate(self.slots):
+                builtin = slot.impl is not None
+                if builtin and bounds and bounds[-1][2]:
+                    bounds[-1] = (bounds[-1][0], index, True)
+                else:
+                    bounds.append((index, index, builtin))
+            self._stretches = [(first, last, _CompiledStretch(self, first, last) if builtin else None)
+                               for first, last, builtin in bounds]
+        return self._stretches
+
+    def _run_stretch(self, stretch: "_CompiledStretch", first_versions: Dict[str, torch.Tensor],
+                     losses: List[torch.Tensor]) -> None:
+        tops = stretch([self.blobs[name].tensor() for name in stretch.inputs],
+                       [b.tensor() for slot in stretch.slots for b in slot.param_blobs])
+        for name, tensor in zip(stretch.outputs, tops):
+            tensor = self._output_dtype(name, tensor)
+            self.blobs[name].set_tensor(tensor)
+            first_versions[name] = tensor
+            if self.loss_weights.get(name):
+                losses.append(tensor.detach().sum() * self.loss_weights[name])
 
     def forward(self, **inputs: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``nn.Module`` entry point: set the given input tensors, run every layer, return the outputs."""
@@ -212,6 +319,59 @@ class NetGraph(torch.nn.Module):
         self.param_list = torch.nn.ParameterList(list({id(p): p for s in self.slots for p in s.params}.values()))
 
 
+class _CompiledStretch:
+    """Built-in layers ``first..last`` as one function of the blobs they read from outside and their
+    parameters, returning every blob they write.
+
+    The function is traced to aten operations on fake tensors (a layer whose forward looks at values
+    cannot be traced; layers must not, as shapes are found on meta tensors too) and handed to
+    ``torch.compile``; one compiled function per input shapes, strides, dtypes and devices. If tracing or
+    compiling fails, the stretch runs eagerly from then on and a warning says why.
+    """
+
+    def __init__(self, graph: NetGraph, first: int, last: int) -> None:
+        self.graph = graph
+        self.slots = graph.slots[first:last + 1]
+        self.inputs: List[str] = []
+        self.outputs: List[str] = []
+        for slot in self.slots:
+            self.inputs += [b for b in slot.bottoms if b not in self.outputs and b not in self.inputs]
+            self.outputs += [t for t in slot.tops if t not in self.outputs]
+        self.failure: Optional[str] = None
+        self._compiled: Dict[tuple, Callable] = {}
+
+    def eager(self, *flat: torch.Tensor) -> List[torch.Tensor]:
+        """The stretch run layer by layer: ``flat`` is the outside bottoms, then every parameter in order."""
+        env = dict(zip(self.inputs, flat))
+        params = iter(flat[len(self.inputs):])
+        for slot in self.slots:
+            tops = self.graph.forward_slot(slot, [env[b] for b in slot.bottoms],
+                                           [next(params) for _ in slot.param_blobs])
+            env.update(zip(slot.tops, tops))
+        return [env[name] for name in self.outputs]
+
+    def __call__(self, inputs: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
+        flat = inputs + params
+        if self.failure is not None:
+            return self.eager(*flat)
+        key = (self.graph.speed.autocast,) + tuple((t.shape, t.stride(), t.dtype, t.device) for t in flat)
+        compiled = self._compiled.get(key)
+        try:
+            if compiled is None:
+                backend = "inductor" if self.graph.speed.compile is True else self.graph.speed.compile
+                compiled = torch.compile(make_fx(self.eager, tracing_mode="fake")(*flat), backend=backend)
+            # the trace already holds autocast's casts; autocast must not apply them a second time
+            with torch.autocast(self.graph._device_type(), enabled=False):
+                tops = compiled(*flat)
+        except Exception as err:  # any tracing or backend failure: this stretch stays eager
+            self.failure = f"{type(err).__name__}: {err}".splitlines()[0]
+            warnings.warn(f"net '{self.graph.name}': layers {self.slots[0].name}..{self.slots[-1].name} run "
+                          f"without torch.compile ({self.failure})", RuntimeWarning, stacklevel=2)
+            return self.eager(*flat)
+        self._compiled[key] = compiled
+        return list(tops)
+
+
 # ----------------------------------------------------------------------------------------------------
 # building
 
@@ -230,14 +390,16 @@ def build_graph(source: Any, phase: int, level: int, stages: List[str], device: 
     graph = NetGraph(param.name, param.force_backward)
     search = [os.path.dirname(os.path.abspath(os.fspath(source)))] if not isinstance(source, caffe_pb2.NetParameter) else []
     search.append(os.getcwd())
-    consumed: set = set()
+    available: Dict[str, None] = {}  # Caffe's available blobs: produced and not consumed since
     shared: Dict[str, Tuple[torch.nn.Parameter, Blob]] = {}
     for layer_param in with_splits.layer:
         if not layer_param.HasField("phase"):
             layer_param.phase = phase
         slot = _make_slot(graph, layer_param, phase, search, device)
         _check_bottoms_exist(graph, slot)
-        consumed.update(slot.bottoms)
+        for name in slot.bottoms:
+            available.pop(name, None)
+        available.update(dict.fromkeys(slot.tops))  # an in-place top is available again
         _create_tops(graph, slot, device)
         if slot.python_host is not None:
             slot.python_host.setup()
@@ -246,7 +408,7 @@ def build_graph(source: Any, phase: int, level: int, stages: List[str], device: 
             _set_top_shapes(graph, slot)
         graph.slots.append(slot)
     _decide_gradients(graph)
-    graph.output_names = [name for name in graph.blobs if name not in consumed]
+    graph.output_names = [name for name in graph.blobs if name in available]
     graph.param_list = torch.nn.ParameterList(list({id(p): p for s in graph.slots for p in s.params}.values()))
     return graph
 
@@ -307,7 +469,11 @@ def _create_tops(graph: NetGraph, slot: LayerSlot, device: torch.device) -> None
         for i, name in enumerate(slot.tops):
             dims = [int(d) for d in shapes[0 if len(shapes) == 1 else i].dim]
             _check_count(slot, f"top '{name}'", dims)
-            graph.blobs[name].reshape(*dims)
+            try:
+                graph.blobs[name].reshape(*dims)
+            except RuntimeError as err:  # e.g. the allocation does not fit in memory
+                raise MemoryError(f"layer {slot.name!r} (Input): cannot allocate top '{name}' of shape "
+                                  f"{tuple(dims)}: {err}") from err
             graph.input_names.append(name)
     elif slot.python_layer is not None:
         slot.python_host = PythonLayerHost(slot.python_layer, [graph.blobs[b] for b in slot.bottoms],

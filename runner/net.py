@@ -18,7 +18,7 @@ import torch
 from netspec import caffe_pb2
 from runner import device as device_mode
 from runner.blob import Blob
-from runner.graph import LayerSlot, NetGraph, build_graph
+from runner.graph import LayerSlot, NetGraph, SpeedOptions, build_graph
 from netspec.caffemodel import with_blob_data
 from runner.weights import copy_weights_from, net_to_proto, save_caffemodel
 
@@ -153,6 +153,9 @@ class Net:
                 if np.shape(array)[0] != target.shape[0]:
                     raise ValueError(f"forward: input '{name}' has batch size {np.shape(array)[0]}, "
                                      f"the net expects {target.shape[0]} (reshape the blob first)")
+                if tuple(np.shape(array)) != target.shape:
+                    raise ValueError(f"forward: input '{name}' has shape {tuple(np.shape(array))}, the blob has "
+                                     f"{target.shape} (reshape the blob and call net.reshape() first)")
                 target.data[...] = array
         self._forward(start_ind, end_ind)
         return {name: self.blobs[name].data for name in wanted}
@@ -250,6 +253,14 @@ class Net:
         """The instantiated net with its weights, as ``save`` writes it."""
         net, arrays = net_to_proto(self._graph)
         return with_blob_data(net, arrays)
+
+    # ----- speed -----
+    def set_speed(self, channels_last: bool = False, autocast: Optional[torch.dtype] = None,
+                  compile: Union[bool, str] = False) -> None:
+        """Opt into faster execution: NHWC convolutions, autocast to ``autocast`` (e.g. ``torch.bfloat16``),
+        torch.compile for inference (``True`` or a backend name). See ``runner.graph.SpeedOptions`` for what
+        each changes; no arguments restore Caffe's plain float32 loop."""
+        self._graph.set_speed(SpeedOptions(channels_last, autocast, compile))
 
     # ----- hooks -----
     def before_forward(self, fn: Any) -> None:

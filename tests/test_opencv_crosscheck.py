@@ -223,8 +223,6 @@ def test_layer_matches_opencv(tmp_path, case):
         _assert_close(f"{case}: {blob}", theirs, net.blobs[blob].data)
 
 
-@pytest.mark.xfail(strict=True, reason="runner's LRN rejects local_size > channels; Caffe pads the channel "
-                                       "window with zeros and accepts it (reported to the lead)")
 def test_lrn_window_wider_than_channels_matches_opencv(tmp_path):
     n = NetSpec()
     n.data = L.Input(shape=dict(dim=[2, 3, 4, 5]))
@@ -237,8 +235,6 @@ def test_lrn_window_wider_than_channels_matches_opencv(tmp_path):
     _assert_close("out", theirs, ours)
 
 
-@pytest.mark.xfail(strict=True, reason="runner drops a blob from net.outputs when an in-place layer consumes it, "
-                                       "even as the last writer; Caffe (and OpenCV) keep it (reported to the lead)")
 def test_in_place_last_layer_output_is_a_net_output(tmp_path):
     n = NetSpec()
     n.data = L.Input(shape=dict(dim=[1, 2, 3, 3]))

@@ -45,8 +45,10 @@ class LRN(Layer):
         square = x * x
         if self.across:
             # Mean over the channel window, padding counted: sum / n.
-            mean = F.avg_pool3d(square.unsqueeze(1), (self.size, 1, 1), stride=1,
-                                padding=(half, 0, 0), count_include_pad=True).squeeze(1)
+            # The channel window is zero-padded explicitly: avg_pool3d's own padding may not exceed half
+            # the window, and Caffe accepts local_size larger than the channel count.
+            padded = F.pad(square, (0, 0, 0, 0, half, self.size - 1 - half))
+            mean = F.avg_pool3d(padded.unsqueeze(1), (self.size, 1, 1), stride=1).squeeze(1)
             scale = self.k + self.alpha * mean
         else:
             mean = F.avg_pool2d(square, self.size, stride=1, padding=half, count_include_pad=True)

@@ -52,9 +52,11 @@ class _Plan:
 
 
 def _plan(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[int, int], pad: Tuple[int, int],
-          out: Tuple[int, int]) -> _Plan:
+          out: Tuple[int, int], ceil_first: bool) -> _Plan:
+    # The layer's own rounding is tried first, so that a trace (ONNX export) taken at one input size
+    # records the mode that stays right at every other size.
     if all(p <= k // 2 for p, k in zip(pad, kernel)):
-        for ceil in (False, True):
+        for ceil in ((True, False) if ceil_first else (False, True)):
             if all(_torch_pooled_size(n, k, s, p, ceil) == o
                    for n, k, s, p, o in zip(size, kernel, stride, pad, out)):
                 return _Plan(out, pad, ceil, None)
@@ -132,7 +134,7 @@ class Pooling(Layer):
         if min(out) <= 0:
             raise self._error(f"bottom {tuple(x.shape)} is too small for kernel {kernel}, "
                               f"stride {self.stride}, pad {self.pad}: output size {out}")
-        plan = _plan(size, kernel, self.stride, self.pad, out)
+        plan = _plan(size, kernel, self.stride, self.pad, out, self.ceil)
         if self.method == _AVE:
             return [self._average(x, plan, size, kernel)]
         return self._max(x, plan, size, kernel)
