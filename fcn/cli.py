@@ -7,8 +7,13 @@ from typing import List, Optional
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import logging
     from fcn.demo import run_demo
-    run_demo(args.out)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    report = run_demo(args.out)
+    with open(report) as handle:
+        print(handle.read())
+    print(f"report: {report}")
     return 0
 
 

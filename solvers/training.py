@@ -53,6 +53,7 @@ class TrainConfig:
     present_only: bool = False
     save_predictions: bool = False
     progress: bool = True
+    label: str = "train"
 
 
 @dataclass
@@ -70,10 +71,12 @@ class TrainResult:
 
 def unset_parameters(net: Any) -> List[str]:
     """Learnable weights (blob 0) still holding one constant value, the classic trap where a net predicts
-    only background because no weights file or surgery set them. Score layers start at zero on purpose."""
+    only background because no weights file or surgery set them. Score layers start at zero on purpose,
+    and Scale layers (the at-once nets' fixed skip scales) are constant by design."""
     suspicious = []
+    types = {name: layer.type for name, layer in net.layer_dict.items()}
     for entry in learnable_params(net):
-        if entry.index != 0 or entry.layer.startswith("score"):
+        if entry.index != 0 or entry.layer.startswith("score") or types.get(entry.layer) == "Scale":
             continue
         values = entry.blob.tensor()
         if values.numel() and bool((values == values.reshape(-1)[0]).all()):
@@ -195,7 +198,7 @@ def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Rec
     started = time.perf_counter()
     averager = distributed.gradient_averager(solver, group)
     display = solver.param.display or 20
-    bar = _progress(iters, config.progress and group.is_main)
+    bar = _progress(iters, config.progress and group.is_main, config.label)
 
     def on_start() -> None:
         if stop["signal"] is not None:
@@ -251,11 +254,11 @@ def _score(solver: Solver, records: _Records, config: TrainConfig) -> None:
     records.score(solver.iter, metrics, solver.net)
 
 
-def _progress(total: int, enabled: bool) -> Any:
+def _progress(total: int, enabled: bool, label: str) -> Any:
     if not enabled:
         return None
     from tqdm import tqdm
-    return tqdm(total=total, desc="train", unit="it", dynamic_ncols=True)
+    return tqdm(total=total, desc=label, unit="it", dynamic_ncols=True)
 
 
 def summary(result: TrainResult) -> str:

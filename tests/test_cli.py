@@ -28,8 +28,15 @@ def test_bad_arguments_give_one_line_errors(tmp_path) -> None:
     assert result.returncode == 2 and "missing.py" in result.stderr
 
 
-def test_demo_runs_end_to_end(tmp_path) -> None:
-    result = _fcn("demo", "--out", str(tmp_path / "demo"))
-    assert result.returncode == 0, result.stderr
-    assert "reload reproduces it exactly: True" in result.stdout
-    assert (tmp_path / "demo" / "fcn8s-demo-labels.png").exists()
+def test_demo_pipeline_end_to_end_at_a_tiny_budget(tmp_path) -> None:
+    """The whole demo recipe (data, classifier, surgery, 32s/16s/8s staged, 8s at once, report) with a
+    few iterations each; `make demo` runs the same code at its full budget."""
+    from fcn.demo import Budget, run_demo
+    report = run_demo(str(tmp_path / "demo"), Budget(images=4, size=(48, 64), classifier=3, fcn32s=4, fcn16s=2,
+                                                     fcn8s=2, atonce=2, score_points=2))
+    text = open(report).read()
+    for net in ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"):
+        assert f"| {net} |" in text
+    assert "Skip architecture on fine structure" in text
+    for picture in ("curves.png", "predictions.png"):
+        assert os.path.getsize(tmp_path / "demo" / picture) > 5000
