@@ -1,0 +1,77 @@
+"""The demo's nets, written with NetSpec: a small VGG-style classifier and the FCNs made from its body.
+
+The body keeps the VGG16 FCN's names and geometry (conv1_1 padded by 100, five 2x2 poolings, fc6/fc7,
+pool3/pool4 skips) but one narrow 3x3 convolution per stage, so that everything trains in minutes on two
+CPU cores. The classifier sees 128x128 patches, so after five poolings fc6 covers a 4x4 cell: as an FCN it
+becomes a 4x4 convolution, as VGG16's fc6 becomes 7x7 at full size. (fc6 must be that wide: with a
+smaller one, the skips' crops behind conv1_1's padding of 100 do not fit every input size.)
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+from netspec import caffe_pb2
+from netspec.backbones import LEARNED, conv_relu, fcn_head, max_pool
+from netspec.net_spec import L, NetSpec, Top
+
+WIDTHS = (16, 32, 48, 64, 64)
+FC_WIDTH = 128
+NUM_CLASSES = 21
+FC6_KERNEL = 4
+PATCH = 32 * FC6_KERNEL  # pool5 of a patch is FC6_KERNEL x FC6_KERNEL
+SKIPS = {"fcn32s": (), "fcn16s": ("pool4",), "fcn8s": ("pool4", "pool3"), "fcn8s-atonce": ("pool4", "pool3")}
+
+
+def body(n: NetSpec, data: Top, first_pad: int) -> Top:
+    """conv1_1..pool5 with in-place ReLUs; returns pool5."""
+    top = data
+    for stage, width in enumerate(WIDTHS, start=1):
+        n[f"conv{stage}_1"], top = conv_relu(top, width, pad=first_pad if stage == 1 else 1)
+        n[f"relu{stage}_1"] = top
+        n[f"pool{stage}"] = top = max_pool(top)
+    return top
+
+
+def _filler(kind: str) -> Dict:
+    return dict(type=kind) if kind != "gaussian" else dict(type="gaussian", std=0.01)
+
+
+def classifier(patch_params: str) -> caffe_pb2.NetParameter:
+    """Patches in, class scores out: conv body, then InnerProduct fc6/fc7/fc8 (He-initialised)."""
+    n = NetSpec()
+    n.data, n.label = L.Python(module="fcn.demo.patches", layer="PatchLayer", ntop=2, param_str=patch_params)
+    top = body(n, n.data, first_pad=1)
+    for name, width in (("fc6", FC_WIDTH), ("fc7", FC_WIDTH)):
+        n[name] = L.InnerProduct(top, num_output=width, param=LEARNED, weight_filler=_filler("msra"))
+        n[f"relu{name[2:]}"] = top = L.ReLU(n[name], in_place=True)
+    n.fc8 = L.InnerProduct(top, num_output=NUM_CLASSES, param=LEARNED, weight_filler=_filler("gaussian"))
+    n.loss = L.SoftmaxWithLoss(n.fc8, n.label)
+    n.accuracy = L.Accuracy(n.fc8, n.label)
+    net = n.to_proto()
+    # conv filler: He-normal, as an ImageNet classifier is trained from scratch
+    for layer in net.layer:
+        if layer.type == "Convolution":
+            layer.convolution_param.weight_filler.type = "msra"
+    return net
+
+
+def fcn(kind: str, data_params: str) -> caffe_pb2.NetParameter:
+    """FCN-32s/16s/8s (or 8s at once, with the fixed skip scales) over the VOC data layer."""
+    n = NetSpec()
+    n.data, n.label = L.Python(module="data_layers.voc", layer="VOCSegDataLayer", ntop=2, param_str=data_params)
+    top = body(n, n.data, first_pad=100)
+    for name, kernel in (("fc6", FC6_KERNEL), ("fc7", 1)):
+        n[name], top = conv_relu(top, FC_WIDTH, ks=kernel, pad=0)
+        n[f"relu{name[2:]}"] = top
+    scales: Sequence[float] = (0.01, 0.0001) if kind == "fcn8s-atonce" else None
+    fcn_head(n, top, n.data, NUM_CLASSES, skips=SKIPS[kind], label=n.label, skip_scales=scales)
+    return n.to_proto()
+
+
+def solver_text(net_path: str, test_path: str, base_lr: float, momentum: float, prefix: str, iters: int,
+                normalize_note: str = "") -> str:
+    """A solver.prototxt for one demo stage (scoring is done by the solve loop, not by test_interval)."""
+    return (f'# {normalize_note}\ntrain_net: "{net_path}"\ntest_net: "{test_path}"\ntest_iter: 1\n'
+            f'test_interval: 1000000000\ndisplay: 10\naverage_loss: 10\nlr_policy: "fixed"\nbase_lr: {base_lr}\n'
+            f'momentum: {momentum}\nweight_decay: 0.0005\nmax_iter: {iters}\nsnapshot: 0\n'
+            f'snapshot_prefix: "{prefix}"\nrandom_seed: 1701\n')

@@ -1,0 +1,130 @@
+"""The demo's stages: data, classifier, convolutionalization, FCN-32s → 16s → 8s and 8s at once.
+
+Each stage uses the project's real parts (synthetic VOC files read by the real VOC data layer, NetSpec,
+the Caffe solvers and solve loop, net surgery), so the demo is an end-to-end check as much as a show.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from data_layers.synthetic import write_dataset
+from fcn.demo import nets
+from netspec.prototxt import write_prototxt
+from solvers.training import TrainConfig, train
+from surgery import convolutionalize, interp
+
+
+@dataclass
+class Budget:
+    """Iterations per stage; the defaults fit the whole demo in a few minutes on two CPU cores."""
+    images: int = 40
+    size: tuple = (96, 128)
+    classifier: int = 1000
+    fcn32s: int = 400
+    fcn16s: int = 200
+    fcn8s: int = 200
+    atonce: int = 400
+    score_points: int = 4
+
+
+@dataclass
+class StageResult:
+    name: str
+    seconds: float
+    weights: str
+    log: str
+    final: Dict = field(default_factory=dict)
+
+
+def _upsampling_layers(net) -> List[str]:
+    return [name for name in net.params if name.startswith("upscore")]
+
+
+def _interp_all(solver) -> None:
+    interp(solver.net, _upsampling_layers(solver.net))
+
+
+class Demo:
+    """Runs the stages into ``out_dir`` and remembers what each produced."""
+
+    def __init__(self, out_dir: str, budget: Budget, seed: int = 0) -> None:
+        self.out = os.path.abspath(out_dir)
+        self.budget = budget
+        self.seed = seed
+        self.results: Dict[str, StageResult] = {}
+        os.makedirs(self.out, exist_ok=True)
+        self.voc_dir = write_dataset("voc", os.path.join(self.out, "data"), n=budget.images, size=budget.size,
+                                     seed=seed)["voc_dir"]
+
+    def _folder(self, name: str) -> str:
+        folder = os.path.join(self.out, name)
+        os.makedirs(folder, exist_ok=True)
+        return folder
+
+    def _solver(self, folder: str, train_net, val_net, base_lr: float, momentum: float, iters: int,
+                note: str) -> str:
+        train_path, val_path = os.path.join(folder, "train.prototxt"), os.path.join(folder, "val.prototxt")
+        write_prototxt(train_path, train_net)
+        write_prototxt(val_path, val_net)
+        path = os.path.join(folder, "solver.prototxt")
+        with open(path, "w") as handle:
+            handle.write(nets.solver_text(train_path, val_path, base_lr, momentum,
+                                          os.path.join(folder, "snapshot"), iters, note))
+        return path
+
+    def _run(self, name: str, solver: str, iters: int, weights: List[str], init=None,
+             score: bool = True) -> StageResult:
+        started = time.perf_counter()
+        every = max(iters // self.budget.score_points, 1) if score else iters + 1
+        result = train(TrainConfig(solver, weights=weights, init=init, iters=iters, score_every=every,
+                                   out_dir=os.path.dirname(solver), label=name))
+        final = os.path.join(os.path.dirname(solver), f"snapshot_iter_{result.iterations}.caffemodel")
+        stage = StageResult(name, time.perf_counter() - started, final, result.log_path,
+                            result.scores[-1] if result.scores else {})
+        self.results[name] = stage
+        return stage
+
+    def _data(self, split: str, randomize: bool) -> str:
+        return repr(dict(voc_dir=self.voc_dir, split=split, seed=self.seed, randomize=randomize))
+
+    def classifier(self) -> StageResult:
+        folder = self._folder("classifier")
+        patches = repr(dict(voc_dir=self.voc_dir, split="train", batch=8, patch=nets.PATCH, seed=self.seed))
+        net = nets.classifier(patches)
+        solver = self._solver(folder, net, net, 0.001, 0.9, self.budget.classifier,
+                              "classifier: mean loss over a batch of 8 patches")
+        return self._run("classifier", solver, self.budget.classifier, [], score=False)
+
+    def fcn_body(self, classifier: StageResult) -> str:
+        """The classifier convolutionalized into the FCN body (fc6/fc7 reshaped, fc8 dropped)."""
+        folder = self._folder("fcn-body")
+        body = nets.fcn("fcn32s", self._data("train", True))
+        path = os.path.join(folder, "body.caffemodel")
+        convolutionalize(os.path.join(self.out, "classifier", "train.prototxt"), classifier.weights, body, path)
+        return path
+
+    def fcn(self, kind: str, iters: int, weights: str, base_lr: float) -> StageResult:
+        folder = self._folder(kind)
+        solver = self._solver(folder, nets.fcn(kind, self._data("train", True)), nets.fcn(kind, self._data("val", False)),
+                              base_lr, 0.9, iters, "summed loss over pixels (normalize: false), as the paper")
+        return self._run(kind, solver, iters, [weights], init=_interp_all)
+
+
+def run_stages(out_dir: str, budget: Optional[Budget] = None, seed: int = 0) -> Demo:
+    """Every stage in order; returns the Demo with its results (see fcn.demo.report for the outputs)."""
+    demo = Demo(out_dir, budget or Budget(), seed)
+    b = demo.budget
+    cls = demo.classifier()
+    body = demo.fcn_body(cls)
+    # Summed pixel losses (as the paper): rates scale with 1/pixels; staged nets fine-tune lower.
+    s32 = demo.fcn("fcn32s", b.fcn32s, body, 3e-7)
+    s16 = demo.fcn("fcn16s", b.fcn16s, s32.weights, 1e-7)
+    demo.fcn("fcn8s", b.fcn8s, s16.weights, 5e-8)
+    demo.fcn("fcn8s-atonce", b.atonce, body, 3e-7)
+    with open(os.path.join(demo.out, "stages.json"), "w") as handle:
+        json.dump({k: v.__dict__ for k, v in demo.results.items()}, handle, indent=1)
+    return demo
