@@ -6,6 +6,14 @@ import sys
 from typing import List, Optional
 
 
+def _use_gpu(index: Optional[int]) -> None:
+    """``--gpu I``: Caffe's set_device + set_mode_gpu (CPU stays when the option is absent)."""
+    if index is not None:
+        from runner.device import set_device, set_mode_gpu
+        set_device(index)
+        set_mode_gpu()
+
+
 def _demo(args: argparse.Namespace) -> int:
     import logging
     from fcn.demo import run_demo
@@ -37,10 +45,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from solvers.relocate import relocate_solver
     from solvers.training import TrainConfig, summary, train
-    if args.gpu is not None:
-        from runner.device import set_device, set_mode_gpu
-        set_device(args.gpu)
-        set_mode_gpu()
+    _use_gpu(args.gpu)
     solver = os.path.join(args.model_dir, "solver.prototxt")
     if not os.path.isfile(solver):
         raise FileNotFoundError(f"no solver.prototxt in {args.model_dir}")
@@ -94,10 +99,7 @@ def _time(args: argparse.Namespace) -> int:
     from fcn.net_loading import load_net
     from fcn.timing import format_times, time_net
     from netspec import caffe_pb2
-    if args.gpu is not None:
-        from runner.device import set_device, set_mode_gpu
-        set_device(args.gpu)
-        set_mode_gpu()
+    _use_gpu(args.gpu)
     net = load_net(args.model, caffe_pb2.Phase.Value(args.phase.upper()), weights=args.weights,
                    allow_python_layers=args.allow_python_layers)
     print(format_times(time_net(net, args.iterations, args.forward_only), args.forward_only))
