@@ -24,10 +24,10 @@ class Budget:
     images: int = 40
     size: tuple = (96, 128)
     classifier: int = 1000
-    fcn32s: int = 400
-    fcn16s: int = 200
-    fcn8s: int = 200
-    atonce: int = 400
+    fcn32s: int = 800
+    fcn16s: int = 400
+    fcn8s: int = 400
+    atonce: int = 800
     score_points: int = 4
 
 
