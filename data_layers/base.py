@@ -14,6 +14,9 @@ or, with ``skip_bad``, counts it, logs it and moves on. Tops are 1 x C x H x W, 
   skip_bad    skip unusable samples, counting them in ``skipped``/``bad_samples`` (default False: raise)
   prefetch    samples decoded ahead on background threads (default 4; 0 decodes inline)
   workers     decoding threads (default 2)
+  mirror      random left-right flips of image and label together (default False; ``augment``)
+  jitter      random translation of up to this many pixels each way (default 0; ``augment``)
+  mask        blank "foreground", "background" or keep only the "shape" (default none; ``masking``)
 """
 import logging
 from pathlib import Path
@@ -21,7 +24,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from data_layers.augment import Augmenter
 from data_layers.errors import BadSampleError, DatasetNotFoundError
+from data_layers.masking import MASKS, mask_sample
 from data_layers.order import process_shard, sample_order, shard
 from data_layers.params import parse_param_str
 from data_layers.prefetch import Prefetcher
@@ -32,7 +37,8 @@ log = logging.getLogger(__name__)
 
 Sample = Dict[str, np.ndarray]
 
-COMMON_KEYS = ("randomize", "seed", "mean", "rank", "world_size", "skip_bad", "prefetch", "workers")
+COMMON_KEYS = ("randomize", "seed", "mean", "rank", "world_size", "skip_bad", "prefetch", "workers",
+               "mirror", "jitter", "mask")
 DEFAULT_PREFETCH = 4
 DEFAULT_WORKERS = 2
 
@@ -99,6 +105,11 @@ class SegDataLayer(Layer):
         self.ids = shard(self._read_split(), rank, world_size)
         self.randomize = bool(params.get("randomize", True)) and "train" in self.split
         self.skip_bad = bool(params.get("skip_bad", False))
+        self.augment = Augmenter(bool(params.get("mirror", False)), int(params.get("jitter", 0)),
+                                 params.get("seed"))
+        self.mask = params.get("mask")
+        if self.mask is not None and self.mask not in MASKS:
+            raise ValueError(f"{where}: mask must be one of {', '.join(MASKS)}, got {self.mask!r}")
         self.bad_samples: Dict[str, str] = {}
         self.skipped = 0
         self.images = 0
@@ -149,8 +160,16 @@ class SegDataLayer(Layer):
 
     def _current(self) -> Tuple[str, Sample]:
         if self._next is None:
-            self._next = self._next_usable()
+            self._next = self._transformed(*self._next_usable())
         return self._next
+
+    def _transformed(self, sample_id: str, sample: Sample) -> Tuple[str, Sample]:
+        """Masking, then augmentation, here in the layer's thread so seeded draws follow sample order."""
+        if self.mask is not None:
+            sample = mask_sample(sample, self.mask)
+        if self.augment.active:
+            sample = self.augment(sample)
+        return sample_id, sample
 
     def _next_usable(self) -> Tuple[str, Sample]:
         """The next id and sample; with ``skip_bad``, bad ones are counted, logged and passed over."""

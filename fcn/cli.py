@@ -167,6 +167,38 @@ def _add_model_commands(commands: "argparse._SubParsersAction") -> None:
     draw.set_defaults(run=_draw)
 
 
+def _bounds(args: argparse.Namespace) -> int:
+    from data_layers.catalog import open_layer
+    from data_layers.layout import dataset_params
+    from solvers.bounds import iu_bounds
+    top = args.top or ("sem" if args.kind == "siftflow" else "label")
+    params = dict(dataset_params(args.kind, args.data), split=args.split, prefetch=0, randomize=False)
+    if args.kind == "nyud":
+        params["tops"] = [top]  # NYUD reads only the tops it is asked for
+    layer, _ = open_layer(args.kind, params)
+    labels = (layer.decode(top, layer.source(top, sample_id))[0] for sample_id in layer.ids)
+    factors = [int(f) for f in args.factors.split(",")]
+    bounds = iu_bounds(labels, factors, mode=args.mode)
+    print(f"mean IU upper bounds, {args.kind} {args.split} ({len(layer.ids)} images, cell rule {args.mode})")
+    for factor in factors:
+        print(f"factor {factor:4d}: {bounds[factor]:6.2f}")
+    return 0
+
+
+def _add_bounds_command(commands: "argparse._SubParsersAction") -> None:
+    """``fcn bounds``: the paper's Section 6.3 upper bounds on mean IU at coarse output strides."""
+    bounds = commands.add_parser("bounds", help="mean IU of the ground truth downsampled by each factor and "
+                                                "upsampled back: an upper bound for nets of that output stride")
+    bounds.add_argument("--data", default="data", help="data root in the release's layout (default: data)")
+    bounds.add_argument("--kind", choices=("voc", "sbd", "nyud", "siftflow", "context"), default="voc")
+    bounds.add_argument("--split", default="seg11valid")
+    bounds.add_argument("--factors", default="128,64,32,16,8,4", help="comma-separated downsampling factors")
+    bounds.add_argument("--mode", choices=("mode", "nearest"), default="mode",
+                        help="cell rule: majority label of the cell, or the label at its centre")
+    bounds.add_argument("--top", help="label top to read (default: label; sem for siftflow)")
+    bounds.set_defaults(run=_bounds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcn", description="Fully Convolutional Networks on Caffe's formats.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -197,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     pycaffe.add_argument("args", nargs=argparse.REMAINDER)
     pycaffe.set_defaults(run=_pycaffe)
     _add_model_commands(commands)
+    _add_bounds_command(commands)
     return parser
 
 

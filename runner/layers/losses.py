@@ -4,11 +4,15 @@ A loss layer returns its UNweighted loss as a 0-d tensor; the Net seeds backward
 which reaches the gradients as ``grad_output`` exactly where Caffe reads its top diff. Labels never get
 a gradient (Caffe refuses to back-propagate into them), except EuclideanLoss's second bottom, which
 Caffe treats as a prediction too.
+
+Beyond Caffe, for the paper's experiments: SoftmaxWithLoss takes a Python-side ``cell_weighting``
+(loss sampling, class weights; caffe.proto has no field for either), and the Section 6.1 "null
+background" loss and its prediction rule are plain functions.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -78,34 +82,95 @@ class _SoftmaxLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, scores: torch.Tensor, index: torch.Tensor, valid: torch.Tensor, axis: int,
-                layout: Tuple[int, int, int], mode: int) -> Tuple[torch.Tensor, torch.Tensor]:
+                layout: Tuple[int, int, int], mode: int,
+                weight: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         outer, classes, inner = layout
         prob = torch.softmax(scores, dim=axis)
         picked = prob.reshape(outer, classes, inner).gather(1, index)
         nll = -torch.log(torch.clamp_min(picked, FLT_MIN))
+        if weight is not None:
+            nll = nll * weight
         norm = normalizer(mode, outer, inner, valid)
         loss = torch.where(valid, nll, 0.0).sum() / norm
-        ctx.save_for_backward(prob, index, valid, norm)
+        ctx.save_for_backward(prob, index, valid, norm, weight)
         ctx.layout = layout
         ctx.mark_non_differentiable(prob)
         return loss, prob
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, grad_prob: torch.Tensor) -> Tuple[Any, ...]:
-        prob, index, valid, norm = ctx.saved_tensors
+        prob, index, valid, norm, weight = ctx.saved_tensors
         outer, classes, inner = ctx.layout
         diff = prob.reshape(outer, classes, inner).clone()
         diff.scatter_add_(1, index, torch.full_like(index, -1, dtype=diff.dtype))
+        if weight is not None:
+            diff = diff * weight
         diff = torch.where(valid, diff, 0.0) * (grad_loss / norm)
-        return diff.reshape(prob.shape), None, None, None, None, None
+        return diff.reshape(prob.shape), None, None, None, None, None, None
+
+
+CellWeighting = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, Optional[torch.Tensor]]]
+"""A Python-side policy for SoftmaxWithLoss (caffe.proto has no field for one): given the labels
+``index`` and the ``valid`` mask, both ``(outer, 1, inner)``, it returns the mask of cells that count
+(the VALID normalizer counts these) and optional float weights for them."""
+
+
+class LossSampling:
+    """Keep each final-layer cell in the loss with probability ``keep`` (the paper's Sections 3.4/4.4:
+    sampling the loss instead of patchwise training); dropped cells count as ignored. Seeded, so a run
+    draws the same masks again; the draws advance once per forward."""
+
+    def __init__(self, keep: float, seed: int = 0) -> None:
+        if not 0.0 < keep <= 1.0:
+            raise ValueError(f"LossSampling: keep must be in (0, 1], got {keep}")
+        self.keep = keep
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, index: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, None]:
+        draw = torch.rand(valid.shape, generator=self.generator).to(valid.device)
+        return valid & (draw < self.keep), None
+
+
+class ClassWeights:
+    """Per-class loss weights (class balancing, Section 4.4): cell loss and gradient are multiplied by
+    the weight of the cell's true class; the normalizer is unchanged."""
+
+    def __init__(self, weights: Sequence[float]) -> None:
+        self.weights = torch.as_tensor(weights, dtype=torch.float32)
+
+    @classmethod
+    def inverse_frequency(cls, counts: Sequence[int]) -> "ClassWeights":
+        """Weights ``total / (present * count)`` over the ``present`` classes seen (0 for the others),
+        so the mean weight per pixel is 1 and a balanced dataset keeps weight 1 everywhere."""
+        counts = torch.as_tensor(counts, dtype=torch.float64)
+        scaled = counts.sum() / ((counts > 0).sum() * counts.clamp_min(1.0))
+        return cls(torch.where(counts > 0, scaled, 0.0).tolist())
+
+    def __call__(self, index: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if int(index.max()) >= len(self.weights):
+            raise ValueError(f"ClassWeights: label {int(index.max())} but only {len(self.weights)} weights")
+        return valid, self.weights.to(index.device)[index]
+
+
+def set_cell_weighting(net: Any, layer_name: str, policy: Optional[CellWeighting]) -> None:
+    """Give the SoftmaxWithLoss layer ``layer_name`` of a runner Net a CellWeighting (None removes it)."""
+    for slot in net.graph.slots:
+        if slot.name == layer_name:
+            if not isinstance(slot.impl, SoftmaxWithLoss):
+                raise ValueError(f"set_cell_weighting: layer '{layer_name}' is not a SoftmaxWithLoss")
+            slot.impl.cell_weighting = policy
+            return
+    raise ValueError(f"set_cell_weighting: net has no layer '{layer_name}'")
 
 
 @register("SoftmaxWithLoss")
 class SoftmaxWithLoss(Layer):
     """``-sum log(max(p[label], FLT_MIN)) / normalizer`` over non-ignored predictions, softmax along
-    ``softmax_param.axis``; an optional second top receives the probabilities."""
+    ``softmax_param.axis``; an optional second top receives the probabilities. ``cell_weighting``
+    (set from Python, see ``set_cell_weighting``) may drop or weight cells; shape inference skips it."""
 
     default_loss_weight = 1.0
+    cell_weighting: Optional[CellWeighting] = None
 
     def __init__(self, layer_param: Any, phase: int) -> None:
         super().__init__(layer_param, phase)
@@ -119,7 +184,10 @@ class SoftmaxWithLoss(Layer):
         layout = class_layout(self, scores, labels, self.axis)
         index, valid = label_index(labels, self.ignore_label, layout[0], layout[2])
         axis = canonical_axis(self, self.axis, scores.dim())
-        loss, prob = _SoftmaxLoss.apply(scores, index, valid, axis, layout, self.mode)
+        weight = None
+        if self.cell_weighting is not None and not scores.is_meta:
+            valid, weight = self.cell_weighting(index, valid)
+        loss, prob = _SoftmaxLoss.apply(scores, index, valid, axis, layout, self.mode, weight)
         return [loss, prob] if len(self.layer_param.top) > 1 else [loss]
 
 
@@ -150,6 +218,26 @@ class SigmoidCrossEntropyLoss(Layer):
         valid = valid.reshape(x.shape)
         terms = F.binary_cross_entropy_with_logits(x, t, reduction="none")
         return [torch.where(valid, terms, 0.0).sum() / normalizer(self.mode, outer, inner, valid)]
+
+
+def null_background_loss(scores: torch.Tensor, labels: torch.Tensor, ignore_label: int = 255) -> torch.Tensor:
+    """The "null background" loss (the paper's Section 6.1): N x (C-1) x H x W foreground scores, the
+    background's score fixed at 0, each foreground class an independent sigmoid cross-entropy against
+    ``label == c + 1`` (background pixels are negatives for every class), summed over classes and averaged
+    over non-ignored pixels. Gradients come from autograd: ``(sigmoid(s_c) - target) / count``."""
+    index = labels.detach().reshape(scores.shape[0], 1, *scores.shape[2:]).to(torch.int64)
+    valid = index != ignore_label
+    classes = torch.arange(1, scores.shape[1] + 1, device=scores.device).reshape(1, -1, *[1] * (scores.dim() - 2))
+    target = (index == classes).to(scores.dtype)
+    terms = F.binary_cross_entropy_with_logits(scores, target, reduction="none")
+    return torch.where(valid, terms, 0.0).sum() / valid.sum().clamp_min(1)
+
+
+def null_background_predict(scores: torch.Tensor) -> torch.Tensor:
+    """Labels N x H x W by highest score, the background scoring 0: class 0 where no foreground score
+    is positive, else ``1 + argmax`` of the foreground scores."""
+    best, which = scores.max(dim=1)
+    return torch.where(best > 0, which + 1, 0)
 
 
 @register("EuclideanLoss")
