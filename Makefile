@@ -3,7 +3,7 @@ PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test nets bench
+.PHONY: install demo test nets bench experiments
 
 # torch first, pinned, so that pip never resolves another (CUDA-laden) build for our `torch>=2.1`.
 install:
@@ -14,6 +14,11 @@ install:
 demo: install
 	$(PYTHON) -m fcn demo --out demo
 
+# experiments/REPORT.md: the paper's ablations (Tables 2, 3, 8, loss sampling, IU bounds) on synthetic VOC
+# data from one convolutionalized classifier (about 12-20 minutes on a 2-core CPU).
+experiments: install
+	$(PYTHON) -m fcn.experiments --out experiments
+
 test: install
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
 
@@ -21,3 +26,8 @@ test: install
 # only compares).
 nets: install
 	$(PYTHON) -m models.make_nets
+
+# BENCHMARKS.md and bench/results.json: the runner against plain PyTorch and OpenCV, training, loading, data
+# layers, scoring (under 10 minutes on a 2-core CPU). `python -m bench.run --quick` checks the harness only.
+bench: install
+	$(PYTHON) -m bench.run

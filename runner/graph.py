@@ -32,9 +32,8 @@ from runner.registry import layer_class
 
 #: Layer types that only name the net's inputs; their tops are Blobs the user writes into.
 INPUT_TYPES = ("Input",)
-#: Layer types that autocast leaves in float32 (besides losses): probabilities, and Python layers,
-#: whose numpy views have no reduced-precision dtype.
-FLOAT32_TYPES = ("Softmax", "Python")
+#: Layer types that autocast leaves in float32, besides losses.
+FLOAT32_TYPES = ("Softmax",)
 #: Layer types that take channels-last inputs (the layout then carries on through the layers after them).
 CHANNELS_LAST_TYPES = ("Convolution", "Deconvolution")
 
@@ -47,8 +46,9 @@ class SpeedOptions:
     ``channels_last``: convolutions get NHWC inputs, the layout oneDNN and cuDNN prefer; their outputs stay
     NHWC, so the layout flows on through ReLU and pooling (Blob ``.data`` views are then strided).
     ``autocast``: a dtype (``torch.bfloat16``, ``torch.float16``) that convolutions and matrix products run
-    in; losses, Softmax and Python layers get float32 bottoms with autocast off, and the net's outputs are
-    handed back as float32. Intermediate blobs hold the reduced dtype (read them with ``Blob.tensor()``).
+    in; losses and Softmax get float32 bottoms with autocast off, and the net's outputs and Python layers'
+    bottoms are handed over as float32 (both are read through numpy). Other intermediate blobs hold the
+    reduced dtype: read them with ``Blob.tensor()``.
     ``compile``: ``True`` (inductor) or a torch.compile backend name. Each stretch of built-in layers
     between Python/Input layers is traced to one function and compiled per input shape. Inference only:
     it applies to whole forwards under ``torch.no_grad()`` without forward hooks; otherwise the plain loop
@@ -100,11 +100,14 @@ class NetGraph(torch.nn.Module):
         self.param_list = torch.nn.ParameterList()
         self.speed = SpeedOptions()
         self._stretches: Optional[List[Tuple[int, int, Optional["_CompiledStretch"]]]] = None
+        self._float32_blobs: set = set()
 
     def set_speed(self, options: SpeedOptions) -> None:
         """Use ``options`` from the next forward on (compiled functions are made afresh)."""
         self.speed = options
         self._stretches = None
+        self._float32_blobs = set(self.output_names) | {name for slot in self.slots if slot.python_host is not None
+                                                        for name in slot.bottoms}
 
     # ----- forward -----
     def run(self, start: int, end: int, first_versions: Dict[str, torch.Tensor],
@@ -164,13 +167,17 @@ class NetGraph(torch.nn.Module):
 
     @staticmethod
     def _call_layer(slot: LayerSlot, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
-        if slot.python_host is not None:
-            return slot.python_host.forward(bottoms)
-        return slot.impl.forward(bottoms, params)
+        try:
+            if slot.python_host is not None:
+                return slot.python_host.forward(bottoms)
+            return slot.impl.forward(bottoms, params)
+        except (RuntimeError, IndexError) as err:
+            # e.g. a label outside the score's classes: torch's message, with the layer named
+            raise ValueError(f"layer {slot.name!r} ({slot.type}): {err}") from err
 
     def _output_dtype(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        """Under autocast the net's outputs go back to float32: pycaffe callers read them through numpy."""
-        if tensor.dtype == self.speed.autocast and name in self.output_names:
+        """Under autocast, blobs read through numpy (outputs, Python layers' bottoms) go back to float32."""
+        if tensor.dtype == self.speed.autocast and name in self._float32_blobs:
             return tensor.float()
         return tensor
 

@@ -8,10 +8,10 @@ smaller one, the skips' crops behind conv1_1's padding of 100 do not fit every i
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from netspec import caffe_pb2
-from netspec.backbones import LEARNED, conv_relu, fcn_head, max_pool
+from netspec.backbones import FIXED, LEARNED, conv_relu, fcn_head, max_pool
 from netspec.net_spec import L, NetSpec, Top
 
 WIDTHS = (16, 32, 48, 64, 64)
@@ -19,14 +19,20 @@ FC_WIDTH = 128
 NUM_CLASSES = 21
 FC6_KERNEL = 4
 PATCH = 32 * FC6_KERNEL  # pool5 of a patch is FC6_KERNEL x FC6_KERNEL
-SKIPS = {"fcn32s": (), "fcn16s": ("pool4",), "fcn8s": ("pool4", "pool3"), "fcn8s-atonce": ("pool4", "pool3")}
+SKIPS = {"fcn32s": (), "fcn16s": ("pool4",), "fcn8s": ("pool4", "pool3"), "fcn8s-atonce": ("pool4", "pool3"),
+         "fcn32s-fixed": ()}
+# The PAMI Table 3 ablations of the small body, as netspec.ablations builds them for VGG16: the body
+# truncated after pool<N> and scored there alone (no fc6/fc7, no skips), upsampled 2^N x in one step.
+POOL_ONLY = {"pool5": 5, "pool4": 4, "pool3": 3}
 
 
-def body(n: NetSpec, data: Top, first_pad: int) -> Top:
-    """conv1_1..pool5 with in-place ReLUs; returns pool5."""
+def body(n: NetSpec, data: Top, first_pad: int, stages: int = len(WIDTHS),
+         param: Optional[List[Dict]] = LEARNED) -> Top:
+    """conv1_1..pool<stages> with in-place ReLUs; returns the last pooling. ``param`` FIXED holds the
+    layers at their classifier weights (FCN-32s-fixed)."""
     top = data
-    for stage, width in enumerate(WIDTHS, start=1):
-        n[f"conv{stage}_1"], top = conv_relu(top, width, pad=first_pad if stage == 1 else 1)
+    for stage, width in enumerate(WIDTHS[:stages], start=1):
+        n[f"conv{stage}_1"], top = conv_relu(top, width, pad=first_pad if stage == 1 else 1, param=param)
         n[f"relu{stage}_1"] = top
         n[f"pool{stage}"] = top = max_pool(top)
     return top
@@ -56,12 +62,18 @@ def classifier(patch_params: str) -> caffe_pb2.NetParameter:
 
 
 def fcn(kind: str, data_params: str) -> caffe_pb2.NetParameter:
-    """FCN-32s/16s/8s (or 8s at once, with the fixed skip scales) over the VOC data layer."""
+    """FCN-32s/16s/8s (or 8s at once, with the fixed skip scales) over the VOC data layer; also the
+    ablations FCN-32s-fixed (only the score layer learns) and pool5/pool4/pool3 (see ``POOL_ONLY``)."""
     n = NetSpec()
     n.data, n.label = L.Python(module="data_layers.voc", layer="VOCSegDataLayer", ntop=2, param_str=data_params)
-    top = body(n, n.data, first_pad=100)
+    if kind in POOL_ONLY:
+        top = body(n, n.data, first_pad=100, stages=POOL_ONLY[kind])
+        fcn_head(n, top, n.data, NUM_CLASSES, label=n.label, stride=2 ** POOL_ONLY[kind])
+        return n.to_proto()
+    param = FIXED if kind == "fcn32s-fixed" else LEARNED
+    top = body(n, n.data, first_pad=100, param=param)
     for name, kernel in (("fc6", FC6_KERNEL), ("fc7", 1)):
-        n[name], top = conv_relu(top, FC_WIDTH, ks=kernel, pad=0)
+        n[name], top = conv_relu(top, FC_WIDTH, ks=kernel, pad=0, param=param)
         n[f"relu{name[2:]}"] = top
     scales: Sequence[float] = (0.01, 0.0001) if kind == "fcn8s-atonce" else None
     fcn_head(n, top, n.data, NUM_CLASSES, skips=SKIPS[kind], label=n.label, skip_scales=scales)
@@ -69,9 +81,11 @@ def fcn(kind: str, data_params: str) -> caffe_pb2.NetParameter:
 
 
 def solver_text(net_path: str, test_path: str, base_lr: float, momentum: float, prefix: str, iters: int,
-                normalize_note: str = "") -> str:
-    """A solver.prototxt for one demo stage (scoring is done by the solve loop, not by test_interval)."""
-    return (f'# {normalize_note}\ntrain_net: "{net_path}"\ntest_net: "{test_path}"\ntest_iter: 1\n'
+                normalize_note: str = "", iter_size: int = 1) -> str:
+    """A solver.prototxt for one demo stage (scoring is done by the solve loop, not by test_interval);
+    ``iter_size`` > 1 accumulates that many single-image passes per update (a batch, as the release)."""
+    accumulate = f"iter_size: {iter_size}\n" if iter_size != 1 else ""
+    return (accumulate + f'# {normalize_note}\ntrain_net: "{net_path}"\ntest_net: "{test_path}"\ntest_iter: 1\n'
             f'test_interval: 1000000000\ndisplay: 10\naverage_loss: 10\nlr_policy: "fixed"\nbase_lr: {base_lr}\n'
             f'momentum: {momentum}\nweight_decay: 0.0005\nmax_iter: {iters}\nsnapshot: 0\n'
             f'snapshot_prefix: "{prefix}"\nrandom_seed: 1701\n')

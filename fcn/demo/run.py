@@ -9,7 +9,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from data_layers.synthetic import write_dataset
 from fcn.demo import nets
@@ -66,14 +66,14 @@ class Demo:
         return folder
 
     def _solver(self, folder: str, train_net, val_net, base_lr: float, momentum: float, iters: int,
-                note: str) -> str:
+                note: str, iter_size: int = 1) -> str:
         train_path, val_path = os.path.join(folder, "train.prototxt"), os.path.join(folder, "val.prototxt")
         write_prototxt(train_path, train_net)
         write_prototxt(val_path, val_net)
         path = os.path.join(folder, "solver.prototxt")
         with open(path, "w") as handle:
             handle.write(nets.solver_text(train_path, val_path, base_lr, momentum,
-                                          os.path.join(folder, "snapshot"), iters, note))
+                                          os.path.join(folder, "snapshot"), iters, note, iter_size))
         return path
 
     def _run(self, name: str, solver: str, iters: int, weights: List[str], init=None,
@@ -88,8 +88,9 @@ class Demo:
         self.results[name] = stage
         return stage
 
-    def _data(self, split: str, randomize: bool) -> str:
-        return repr(dict(voc_dir=self.voc_dir, split=split, seed=self.seed, randomize=randomize))
+    def _data(self, split: str, randomize: bool, mask: Optional[str] = None) -> str:
+        params = dict(voc_dir=self.voc_dir, split=split, seed=self.seed, randomize=randomize)
+        return repr(dict(params, mask=mask) if mask else params)
 
     def classifier(self) -> StageResult:
         folder = self._folder("classifier")
@@ -99,19 +100,33 @@ class Demo:
                               "classifier: mean loss over a batch of 8 patches")
         return self._run("classifier", solver, self.budget.classifier, [], score=False)
 
-    def fcn_body(self, classifier: StageResult) -> str:
-        """The classifier convolutionalized into the FCN body (fc6/fc7 reshaped, fc8 dropped)."""
+    def fcn_body(self, classifier: StageResult, kind: str = "fcn32s") -> str:
+        """The classifier convolutionalized into the FCN body (fc6/fc7 reshaped, fc8 dropped); another
+        ``kind`` (a truncated pool-N body, whose score layer is narrower) gets a file of its own."""
         folder = self._folder("fcn-body")
-        body = nets.fcn("fcn32s", self._data("train", True))
-        path = os.path.join(folder, "body.caffemodel")
+        body = nets.fcn(kind, self._data("train", True))
+        path = os.path.join(folder, "body.caffemodel" if kind == "fcn32s" else f"body-{kind}.caffemodel")
         convolutionalize(os.path.join(self.out, "classifier", "train.prototxt"), classifier.weights, body, path)
         return path
 
-    def fcn(self, kind: str, iters: int, weights: str, base_lr: float) -> StageResult:
-        folder = self._folder(kind)
-        solver = self._solver(folder, nets.fcn(kind, self._data("train", True)), nets.fcn(kind, self._data("val", False)),
-                              base_lr, 0.9, iters, "summed loss over pixels (normalize: false), as the paper")
-        return self._run(kind, solver, iters, [weights], init=_interp_all)
+    def fcn(self, kind: str, iters: int, weights: str, base_lr: float, *, name: Optional[str] = None,
+            momentum: float = 0.9, iter_size: int = 1, train_mask: Optional[str] = None,
+            test_mask: Optional[str] = None, init: Optional[Callable] = None) -> StageResult:
+        """Train one FCN of ``kind`` into folder ``name`` (default ``kind``). The keywords serve the paper's
+        ablations (fcn.experiments): solver momentum and batch (``iter_size``), input masking of either
+        phase, and an ``init`` run on the solver after the bilinear upsampling is filled in."""
+        name = name or kind
+        folder = self._folder(name)
+        train_net = nets.fcn(kind, self._data("train", True, train_mask))
+        val_net = nets.fcn(kind, self._data("val", False, test_mask))
+        solver = self._solver(folder, train_net, val_net, base_lr, momentum, iters,
+                              "summed loss over pixels (normalize: false), as the paper", iter_size)
+
+        def setup(solver_) -> None:
+            _interp_all(solver_)
+            if init is not None:
+                init(solver_)
+        return self._run(name, solver, iters, [weights], init=setup)
 
 
 def run_stages(out_dir: str, budget: Optional[Budget] = None, seed: int = 0) -> Demo:

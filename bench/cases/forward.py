@@ -1,0 +1,124 @@
+"""Case 1: one FCN-8s forward through the runner, plain PyTorch, OpenCV's Caffe importer, and the runner's
+speed options, all on the same weights and image.
+
+The runner and plain PyTorch must agree bit for bit (same torch kernels, same order) before their times
+are compared; OpenCV and the speed options are held to tolerances. The speed options are timed in a
+second round, against the runner again. Each round also times one large convolution, the machine's
+convolution peak under that round's load, which the nets' GFLOP/s are set against.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Dict
+
+import torch
+
+from bench.measure import big_convolution, interleaved
+from bench.nets import fcn8s_deploy, multiply_adds, random_image, randomize
+from bench.plain_fcn import PlainFCN8s
+from bench.sizes import Sizes
+from netspec import caffe_pb2
+from netspec.prototxt import write_prototxt
+from runner.net import Net
+
+#: The runner's speed options timed here: name -> Net.set_speed keywords, and the largest deviation from
+#: float32 eager allowed, relative to the largest output magnitude.
+OPTIONS = {
+    "channels_last": (dict(channels_last=True), 1e-5),
+    "bf16_autocast": (dict(autocast=torch.bfloat16), 5e-2),
+    "compile": (dict(compile=True), 1e-5),
+}
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.float() - want).abs().max() / want.abs().max().clamp_min(1e-30))
+
+
+def _opencv(prototxt: str, caffemodel: str, image: torch.Tensor, winograd: bool) -> Callable[[], Any]:
+    """OpenCV's forward; ``winograd`` False makes its 3x3 convolutions direct, as torch's are (OpenCV >= 4.7
+    computes them by Winograd's F(6x6, 3x3), which needs fewer multiplications than the layer's MACs)."""
+    import cv2
+    cv_net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
+    cv_net.enableWinograd(winograd)
+    cv_net.setInput(image.numpy())
+    return lambda: cv_net.forward("score")
+
+
+def run(sizes: Sizes, scratch: str) -> Dict[str, Any]:
+    param = fcn8s_deploy(sizes)
+    net = Net(param, caffe_pb2.TEST)
+    randomize(net)
+    image = random_image((1, 3, sizes.image, sizes.image))
+    net.blobs["data"].data[...] = image.numpy()
+    plain = PlainFCN8s(sizes.widths, sizes.fc_width, sizes.classes).load_from(net).eval()
+
+    prototxt, caffemodel = os.path.join(scratch, "fcn8s.prototxt"), os.path.join(scratch, "fcn8s.caffemodel")
+    write_prototxt(prototxt, param)
+    net.save(caffemodel)
+
+    def forward(which: Net) -> Callable[[], torch.Tensor]:
+        def call() -> torch.Tensor:
+            with torch.no_grad():
+                which.forward()
+            return which.blobs["score"].tensor()
+        return call
+
+    def plain_forward() -> torch.Tensor:
+        with torch.no_grad():
+            return plain(image)
+
+    contenders: Dict[str, Callable[[], Any]] = {
+        "runner": forward(net),
+        "plain_pytorch": plain_forward,
+        "opencv_dnn": _opencv(prototxt, caffemodel, image, winograd=True),
+        "opencv_dnn_direct": _opencv(prototxt, caffemodel, image, winograd=False),
+    }
+    reference = contenders["runner"]().clone()
+    if not torch.equal(plain_forward(), reference):
+        raise AssertionError("the runner and plain PyTorch FCN-8s disagree on the same weights")
+    checks: Dict[str, Any] = {"runner_equals_plain_pytorch": True}
+    for name in ("opencv_dnn", "opencv_dnn_direct"):
+        checks[f"{name}_relative_error"] = _relative_error(torch.from_numpy(contenders[name]()), reference)
+    conv_peak, conv_flops = big_convolution()
+    timings = interleaved({**contenders, "conv_peak": conv_peak}, sizes.forward_reps)
+
+    options = {"runner": contenders["runner"], "conv_peak": conv_peak}
+    compile_seconds = None
+    for name, (keywords, tolerance) in OPTIONS.items():
+        if keywords.get("compile") and not sizes.compile:
+            continue
+        variant = Net(param, caffe_pb2.TEST)
+        variant.share_with(net)
+        variant.blobs["data"].data[...] = image.numpy()
+        variant.set_speed(**keywords)
+        options[name] = forward(variant)
+        start = time.perf_counter()
+        error = _relative_error(options[name](), reference)
+        if keywords.get("compile"):
+            compile_seconds = time.perf_counter() - start
+        if error > tolerance:
+            raise AssertionError(f"speed option {name}: relative error {error:.2e} > {tolerance:.0e}")
+        checks[f"{name}_relative_error"] = error
+    option_timings = interleaved(options, sizes.option_reps)
+
+    macs = multiply_adds(net)
+    runner = timings["runner"].median
+    return {
+        "input": [1, 3, sizes.image, sizes.image],
+        "gmac": macs / 1e9,
+        "timings": {name: t.as_dict() for name, t in timings.items()},
+        "option_timings": {name: t.as_dict() for name, t in option_timings.items()},
+        "checks": checks,
+        "compile_seconds": compile_seconds,
+        "runner_overhead_vs_plain": runner / timings["plain_pytorch"].median - 1.0,
+        "runner_overhead_vs_plain_cpu": timings["runner"].cpu_median / timings["plain_pytorch"].cpu_median - 1.0,
+        "runner_speedup_vs_opencv": timings["opencv_dnn"].median / runner,
+        "runner_speedup_vs_opencv_direct": timings["opencv_dnn_direct"].median / runner,
+        "option_speedups": {name: option_timings["runner"].median / option_timings[name].median
+                            for name in OPTIONS if name in option_timings},
+        "runner_gflops": 2 * macs / runner / 1e9,
+        "plain_gflops": 2 * macs / timings["plain_pytorch"].median / 1e9,
+        "conv_peak_gflops": {"main": conv_flops / timings["conv_peak"].median / 1e9,
+                             "options": conv_flops / option_timings["conv_peak"].median / 1e9},
+    }

@@ -1,0 +1,70 @@
+"""``python -m bench.run``: run the cases, write the raw figures (JSON) and BENCHMARKS.md.
+
+``--quick`` runs every case on toy sizes (seconds, for the smoke test); ``--cases`` picks some.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from types import ModuleType
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+from bench import report
+from bench.cases import amortize, data, forward, gpu, loading, scoring, training
+from bench.measure import REPO, machine
+from bench.sizes import FULL, QUICK, Sizes
+from netspec.atomic import write_atomically
+
+CASES: Dict[str, ModuleType] = {"forward": forward, "training": training, "amortize": amortize,
+                                "loading": loading, "data": data, "scoring": scoring, "gpu": gpu}
+
+
+def run_cases(sizes: Sizes, names: Sequence[str] = tuple(CASES), threads: Optional[int] = None) -> Dict[str, Any]:
+    """Every named case's figures, with the machine they ran on. ``threads`` sets torch's intra-op threads
+    for the run (restored afterwards); None keeps torch's default, one per core."""
+    unknown = set(names) - set(CASES)
+    if unknown:
+        raise ValueError(f"unknown case(s) {sorted(unknown)}; known: {', '.join(CASES)}")
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        results: Dict[str, Any] = {"machine": machine(), "sizes": asdict(sizes), "cases": {}, "case_seconds": {}}
+        for name in names:
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory(prefix=f"fcn-bench-{name}-") as scratch:
+                results["cases"][name] = CASES[name].run(sizes, scratch)
+            results["case_seconds"][name] = time.perf_counter() - start
+        results["machine"]["load_average_at_end"] = list(os.getloadavg())
+        return results
+    finally:
+        torch.set_num_threads(before)
+
+
+def write(results: Dict[str, Any], markdown_path: str, json_path: str) -> None:
+    """BENCHMARKS.md and the raw JSON, each replaced atomically."""
+    write_atomically(json_path, (json.dumps(results, indent=1) + "\n").encode())
+    write_atomically(markdown_path, report.render(results).encode())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description="Benchmark the runner, solver, loaders and metrics.")
+    parser.add_argument("--quick", action="store_true", help="toy sizes: checks the harness, not the speed")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of: %(default)s")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--markdown", default=os.path.join(REPO, "BENCHMARKS.md"))
+    parser.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"))
+    args = parser.parse_args(argv)
+    results = run_cases(QUICK if args.quick else FULL, [c for c in args.cases.split(",") if c], args.threads)
+    write(results, args.markdown, args.json)
+    print(report.render(results))
+
+
+if __name__ == "__main__":
+    main()

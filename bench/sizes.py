@@ -1,0 +1,36 @@
+"""How big each case runs: the paper's sizes for ``make bench``, toy sizes for the smoke test."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+from netspec.backbones import VGG16_WIDTHS
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Every size and repetition count the cases read."""
+    image: int = 500                              # FCN-8s input side (forward, training, loading)
+    widths: Tuple[int, ...] = VGG16_WIDTHS        # VGG16 stage widths
+    fc_width: int = 4096                          # fc6/fc7 channels
+    classes: int = 21
+    forward_reps: int = 5
+    option_reps: int = 3                          # the runner's speed options, timed apart
+    train_reps: int = 3
+    compile: bool = True                          # time torch.compile (minutes of compiling on a CPU)
+    grid_image: int = 500                         # AlexNet amortization: 500 -> a 10x10 grid
+    patch: int = 227                              # AlexNet's classifier input
+    amortize_reps: int = 2                        # each separate-patches repetition is 100 forwards
+    data_images: int = 20                         # per data layer and prefetch setting
+    data_size: Tuple[int, int] = (375, 500)       # a typical VOC picture
+    wait_widths: Tuple[int, ...] = (16, 32, 64, 128, 128)   # FCN-8s of the data-wait run
+    wait_fc_width: int = 256
+    wait_iters: int = 12
+    score_batch: int = 8                          # label maps of image x image pixels per histogram
+    score_reps: int = 5
+
+
+FULL = Sizes()
+QUICK = Sizes(image=64, widths=(4, 4, 8, 8, 8), fc_width=16, forward_reps=1, option_reps=1, train_reps=1, compile=False,
+              grid_image=227, amortize_reps=1, data_images=3, data_size=(32, 40), wait_widths=(4, 4, 4, 4, 4),
+              wait_fc_width=8, wait_iters=2, score_batch=1, score_reps=1)

@@ -1,0 +1,192 @@
+"""The benchmark harness on toy sizes, and each runner speed option against plain float32 eager.
+
+torch.compile is checked with the ``aot_eager`` backend: the same tracing, stretch planning and fallback
+as with inductor, in seconds rather than minutes on a CPU; ``make bench`` holds inductor's output on the
+full FCN-8s to 1e-5 of float32 eager.
+"""
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from bench import report
+from bench.nets import fcn8s_deploy, fcn8s_train, random_image, randomize
+from bench.run import CASES, run_cases, write
+from bench.sizes import QUICK
+from netspec import caffe_pb2
+from runner.net import Net
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Toy-sized ops are fastest, and steadiest on a busy machine, on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _net(param, seed=0):
+    net = Net(param, caffe_pb2.TEST)
+    randomize(net, seed)
+    return net
+
+
+def _forward(net, image, **outputs):
+    with torch.no_grad():
+        net.forward(data=image)
+    return {name: net.blobs[name].tensor().clone() for name in outputs or net.outputs}
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """A small FCN-8s deploy net, its image and its float32 eager output."""
+    torch.set_num_threads(1)
+    net = _net(fcn8s_deploy(QUICK))
+    image = random_image((1, 3, QUICK.image, QUICK.image)).numpy()
+    return net, image, _forward(net, image)["score"]
+
+
+def _relative_error(got, want):
+    return float((got.float() - want).abs().max() / want.abs().max())
+
+
+def test_quick_bench_runs_every_case_and_writes_the_report(tmp_path):
+    results = run_cases(QUICK, threads=1)
+    markdown, raw = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+    write(results, str(markdown), str(raw))
+    assert set(json.loads(raw.read_text())["cases"]) == set(CASES)
+    text = markdown.read_text()
+    for heading in ("## Targets", "## 1. Forward", "## 2. Training", "## 3. Amortization", "## 4. Loading",
+                    "## 5. Data layers", "## 6. Scoring", "## 7. GPU"):
+        assert heading in text
+    assert results["machine"]["commit"] in text
+    forward = results["cases"]["forward"]
+    assert forward["checks"]["runner_equals_plain_pytorch"]
+    assert forward["checks"]["opencv_dnn_direct_relative_error"] < 1e-4
+    assert results["cases"]["amortize"]["grid"] == [1, 1]
+    loss = results["cases"]["training"]["first_loss"]
+    assert loss["solver"] == pytest.approx(loss["plain_pytorch"], rel=1e-4)
+    assert all(r["images_per_second"] > 0 for r in results["cases"]["data"]["delivery"])
+    assert report.render(results) == text
+
+
+def test_channels_last_matches_float32():
+    # batch 2: at batch 1 the Convolution layer's reshape to (N, C, H, W) gives the size-1 batch axis a
+    # stride with which torch no longer sees a channels-last tensor, and its output is NCHW again
+    net = _net(fcn8s_deploy(QUICK, batch=2))
+    image = random_image((2, 3, QUICK.image, QUICK.image)).numpy()
+    reference = _forward(net, image)["score"]
+    net.set_speed(channels_last=True)
+    got = _forward(net, image, score=1, conv3_1=1)
+    assert got["conv3_1"].is_contiguous(memory_format=torch.channels_last)
+    assert _relative_error(got["score"], reference) < 1e-5
+    assert net.forward(data=image)["score"].shape == tuple(reference.shape)  # numpy views still work
+
+
+def test_bf16_autocast_keeps_outputs_and_losses_float32():
+    train = _net(fcn8s_train(QUICK))
+    image = random_image((1, 3, QUICK.image, QUICK.image)).numpy()
+    label = np.random.default_rng(0).integers(0, QUICK.classes, (1, 1, QUICK.image, QUICK.image)).astype(np.float32)
+    with torch.no_grad():
+        want_loss = float(train.forward(data=image, label=label)["loss"][0])
+        want_score = train.blobs["score"].tensor().clone()
+    train.set_speed(autocast=torch.bfloat16)
+    with torch.no_grad():
+        got_loss = train.forward(data=image, label=label)["loss"]
+    assert train.blobs["conv1_1"].tensor().dtype == torch.bfloat16      # the convolutions did run in bf16
+    assert train.blobs["loss"].tensor().dtype == torch.float32
+    assert _relative_error(train.blobs["score"].tensor(), want_score) < 3e-2
+    assert float(got_loss[0]) == pytest.approx(want_loss, rel=3e-2)
+
+
+def test_bf16_autocast_deploy_output_is_float32(toy):
+    net, image, reference = toy
+    fast = Net(fcn8s_deploy(QUICK), caffe_pb2.TEST)
+    fast.share_with(net)
+    fast.set_speed(autocast=torch.bfloat16)
+    out = fast.forward(data=image)["score"]
+    assert out.dtype == np.float32
+    assert _relative_error(torch.from_numpy(out), reference) < 3e-2
+
+
+def test_compile_matches_float32_and_keeps_every_blob(toy):
+    net, image, reference = toy
+    fast = Net(fcn8s_deploy(QUICK), caffe_pb2.TEST)
+    fast.share_with(net)
+    fast.set_speed(compile="aot_eager")
+    got = _forward(fast, image, score=1, pool3=1)
+    plan = fast.graph._plan()
+    assert [stretch is None for _, _, stretch in plan] == [True, False]  # Input, then one compiled stretch
+    assert plan[1][2].failure is None and plan[1][2]._compiled
+    assert _relative_error(got["score"], reference) < 1e-6
+    assert got["pool3"].shape == net.blobs["pool3"].shape
+    fast.blobs["data"].reshape(1, 3, QUICK.image + 8, QUICK.image + 8)   # a new shape: traced again
+    fast.reshape()
+    with torch.no_grad():
+        fast.forward()
+    assert len(plan[1][2]._compiled) == 2
+
+
+def test_compile_falls_back_to_eager_when_a_layer_cannot_be_traced(toy):
+    net, image, reference = toy
+    fast = Net(fcn8s_deploy(QUICK), caffe_pb2.TEST)
+    fast.share_with(net)
+    relu = next(s for s in fast.graph.slots if s.name == "relu3_1")
+    plain_forward = relu.impl.forward
+    relu.impl.forward = lambda bottoms, params: plain_forward(bottoms, params) if float(bottoms[0].max()) > -1e30 \
+        else []  # a value read on the host: fake tensors have none, so tracing fails
+    fast.set_speed(compile="aot_eager")
+    with pytest.warns(RuntimeWarning, match="run without torch.compile"):
+        got = _forward(fast, image, score=1)
+    assert _relative_error(got["score"], reference) < 1e-6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once; later forwards go straight to eager
+        _forward(fast, image)
+
+
+PYTHON_IN_THE_MIDDLE = """
+layer { name: "input" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } shape { dim: 1 dim: 1 dim: 16 dim: 16 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "double" type: "Python" bottom: "conv1" top: "doubled"
+        python_param { module: "double_layer" layer: "Double" } }
+layer { name: "score" type: "Convolution" bottom: "doubled" top: "score"
+        convolution_param { num_output: 4 kernel_size: 1 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss" }
+"""
+
+DOUBLE_LAYER = """
+from fcn.caffe import Layer
+class Double(Layer):
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+    def forward(self, bottom, top):
+        top[0].data[...] = 2 * bottom[0].data
+    def backward(self, top, propagate_down, bottom):
+        bottom[0].diff[...] = 2 * top[0].diff
+"""
+
+
+def test_python_layers_stay_eager_and_see_float32(tmp_path):
+    (tmp_path / "double_layer.py").write_text(DOUBLE_LAYER)
+    (tmp_path / "net.prototxt").write_text(PYTHON_IN_THE_MIDDLE)
+    net = Net(str(tmp_path / "net.prototxt"), caffe_pb2.TRAIN)  # the module is found next to the prototxt
+    image = random_image((1, 3, 16, 16)).numpy()
+    label = np.random.default_rng(0).integers(0, 4, (1, 1, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        want = float(net.forward(data=image, label=label)["loss"][0])
+    net.set_speed(compile="aot_eager", autocast=torch.bfloat16)
+    with torch.no_grad():
+        got = float(net.forward(data=image, label=label)["loss"][0])
+    assert [(net.graph.slots[first].name, stretch is None) for first, _, stretch in net.graph._plan()] == \
+        [("input", True), ("conv1", False), ("double", True), ("score", False)]
+    assert net.blobs["conv1"].tensor().dtype == torch.float32  # what the Python layer reads
+    assert got == pytest.approx(want, rel=3e-2)
+    net.forward(data=image, label=label)  # gradients on: the plain loop runs, so backward works
+    net.backward()
+    assert net.params["conv1"][0].diff.any()
