@@ -14,15 +14,25 @@ def _use_gpu(index: Optional[int]) -> None:
         set_mode_gpu()
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _print_report(run, out: str) -> int:
+    """Run a report-writing pipeline (demo, experiments) into ``out`` and show its REPORT.md."""
     import logging
-    from fcn.demo import run_demo
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    report = run_demo(args.out)
+    report = run(out)
     with open(report) as handle:
         print(handle.read())
     print(f"report: {report}")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fcn.demo import run_demo
+    return _print_report(run_demo, args.out)
+
+
+def _experiments(args: argparse.Namespace) -> int:
+    from fcn.experiments import run_all
+    return _print_report(run_all, args.out)
 
 
 def _pycaffe(args: argparse.Namespace) -> int:
@@ -205,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the end-to-end demo on built-in synthetic data")
     demo.add_argument("--out", default="demo", help="output folder (default: demo)")
     demo.set_defaults(run=_demo)
+    experiments = commands.add_parser("experiments", help="the paper's ablations (Tables 2, 3, 8, loss sampling, "
+                                                          "IU bounds) on synthetic data; writes REPORT.md")
+    experiments.add_argument("--out", default="experiments", help="output folder (default: experiments)")
+    experiments.set_defaults(run=_experiments)
     train = commands.add_parser("train", help="train an experiment folder (solver.prototxt + nets) with "
                                               "periodic mean IU scoring")
     train.add_argument("model_dir")
