@@ -47,7 +47,8 @@ class Timing:
 
 
 def interleaved(functions: Mapping[str, Callable[[], Any]], reps: int, warmup: int = 1) -> Dict[str, Timing]:
-    """Time every function ``reps`` times, taking turns, after ``warmup`` untimed rounds."""
+    """Time every function ``reps`` times, taking turns, after ``warmup`` untimed rounds (0 where the caller
+    has just run each of them once anyway)."""
     for _ in range(warmup):
         for fn in functions.values():
             fn()

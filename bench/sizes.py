@@ -16,7 +16,7 @@ class Sizes:
     classes: int = 21
     forward_reps: int = 5
     option_reps: int = 3                          # the runner's speed options, timed apart
-    train_reps: int = 3
+    train_reps: int = 2                           # after one untimed step (the loss check)
     compile: bool = True                          # time torch.compile (minutes of compiling on a CPU)
     grid_image: int = 500                         # AlexNet amortization: 500 -> a 10x10 grid
     patch: int = 227                              # AlexNet's classifier input
@@ -31,6 +31,6 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(image=64, widths=(4, 4, 8, 8, 8), fc_width=16, forward_reps=1, option_reps=1, train_reps=1, compile=False,
-              grid_image=227, amortize_reps=1, data_images=3, data_size=(32, 40), wait_widths=(4, 4, 4, 4, 4),
-              wait_fc_width=8, wait_iters=2, score_batch=1, score_reps=1)
+QUICK = Sizes(image=64, widths=(4, 4, 8, 8, 8), fc_width=16, forward_reps=1, option_reps=1, train_reps=1,
+              compile=False, grid_image=227, amortize_reps=1, data_images=3, data_size=(32, 40),
+              wait_widths=(4, 4, 4, 4, 4), wait_fc_width=8, wait_iters=2, score_batch=1, score_reps=1)
