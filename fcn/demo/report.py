@@ -15,6 +15,7 @@ import numpy as np
 from data_layers.scenes import look
 from data_layers.voc import VOC_MEAN_BGR
 from fcn.demo import nets
+from fcn.demo.run import close_data_layers
 from netspec import caffe_pb2
 from runner.net import Net
 from solvers.score import voc_palette
@@ -151,10 +152,7 @@ def _predictions(demo, name: str, count: int) -> List[tuple]:
         rgb = np.clip(data[:, :, ::-1], 0, 255).astype(np.uint8)
         label = net.blobs["label"].data[0, 0].astype(np.uint8)
         out.append((rgb, label, net.blobs["score"].data[0].argmax(0).astype(np.uint8)))
-    for layer in net.layers:
-        close = getattr(layer, "close", None)
-        if close is not None:
-            close()
+    close_data_layers(net)
     return out
 
 

@@ -40,6 +40,14 @@ class StageResult:
     final: Dict = field(default_factory=dict)
 
 
+def close_data_layers(net) -> None:
+    """Stop the prefetch threads of a net's data layers once it is no longer run."""
+    for layer in net.layers:
+        close = getattr(layer, "close", None)
+        if close is not None:
+            close()
+
+
 def _upsampling_layers(net) -> List[str]:
     return [name for name in net.params if name.startswith("upscore")]
 
@@ -60,7 +68,7 @@ class Demo:
         self.voc_dir = write_dataset("voc", os.path.join(self.out, "data"), n=budget.images, size=budget.size,
                                      seed=seed)["voc_dir"]
 
-    def _folder(self, name: str) -> str:
+    def folder(self, name: str) -> str:
         folder = os.path.join(self.out, name)
         os.makedirs(folder, exist_ok=True)
         return folder
@@ -88,12 +96,12 @@ class Demo:
         self.results[name] = stage
         return stage
 
-    def _data(self, split: str, randomize: bool, mask: Optional[str] = None) -> str:
+    def data_params(self, split: str, randomize: bool, mask: Optional[str] = None) -> str:
         params = dict(voc_dir=self.voc_dir, split=split, seed=self.seed, randomize=randomize)
         return repr(dict(params, mask=mask) if mask else params)
 
     def classifier(self) -> StageResult:
-        folder = self._folder("classifier")
+        folder = self.folder("classifier")
         patches = repr(dict(voc_dir=self.voc_dir, split="train", batch=8, patch=nets.PATCH, seed=self.seed))
         net = nets.classifier(patches)
         solver = self._solver(folder, net, net, 0.001, 0.9, self.budget.classifier,
@@ -103,8 +111,8 @@ class Demo:
     def fcn_body(self, classifier: StageResult, kind: str = "fcn32s") -> str:
         """The classifier convolutionalized into the FCN body (fc6/fc7 reshaped, fc8 dropped); another
         ``kind`` (a truncated pool-N body, whose score layer is narrower) gets a file of its own."""
-        folder = self._folder("fcn-body")
-        body = nets.fcn(kind, self._data("train", True))
+        folder = self.folder("fcn-body")
+        body = nets.fcn(kind, self.data_params("train", True))
         path = os.path.join(folder, "body.caffemodel" if kind == "fcn32s" else f"body-{kind}.caffemodel")
         convolutionalize(os.path.join(self.out, "classifier", "train.prototxt"), classifier.weights, body, path)
         return path
@@ -116,9 +124,9 @@ class Demo:
         ablations (fcn.experiments): solver momentum and batch (``iter_size``), input masking of either
         phase, and an ``init`` run on the solver after the bilinear upsampling is filled in."""
         name = name or kind
-        folder = self._folder(name)
-        train_net = nets.fcn(kind, self._data("train", True, train_mask))
-        val_net = nets.fcn(kind, self._data("val", False, test_mask))
+        folder = self.folder(name)
+        train_net = nets.fcn(kind, self.data_params("train", True, train_mask))
+        val_net = nets.fcn(kind, self.data_params("val", False, test_mask))
         solver = self._solver(folder, train_net, val_net, base_lr, momentum, iters,
                               "summed loss over pixels (normalize: false), as the paper", iter_size)
 

@@ -16,7 +16,7 @@ from typing import Callable, Dict, Optional
 from data_layers.catalog import open_layer
 from fcn.demo import Budget as DemoBudget
 from fcn.demo import nets
-from fcn.demo.run import Demo, StageResult
+from fcn.demo.run import Demo, StageResult, close_data_layers
 from netspec import caffe_pb2
 from netspec.prototxt import write_prototxt
 from runner.layers.losses import LossSampling, set_cell_weighting
@@ -70,18 +70,15 @@ def _sampling(keep: float, seed: int) -> Callable[[Solver], None]:
 
 def evaluate(demo: Demo, stage: StageResult, kind: str, test_mask: Optional[str]) -> Dict:
     """Scores of a trained stage on the validation split with ``test_mask`` applied to its input."""
-    folder = demo._folder(f"{stage.name}-test-{test_mask}")
+    folder = demo.folder(f"{stage.name}-test-{test_mask}")
     path = os.path.join(folder, "val.prototxt")
-    write_prototxt(path, nets.fcn(kind, demo._data("val", False, test_mask)))
+    write_prototxt(path, nets.fcn(kind, demo.data_params("val", False, test_mask)))
     net = Net(path, caffe_pb2.TEST, weights=stage.weights)
     ids = next(layer.ids for layer in net.layers if getattr(layer, "ids", None) is not None)
     try:
         return do_seg_tests(net, 0, None, ids).as_dict()
     finally:
-        for layer in net.layers:
-            close = getattr(layer, "close", None)
-            if close is not None:
-                close()
+        close_data_layers(net)
 
 
 def val_bounds(voc_dir: str) -> Dict[int, float]:
