@@ -17,5 +17,5 @@ setup(
         "export": ["onnx", "safetensors"],
         "test": ["pytest", "opencv-python-headless<5", "onnx", "onnxruntime", "safetensors"],
     },
-    entry_points={"console_scripts": ["fcn = fcn.cli:main"]},
+    entry_points={"console_scripts": ["fcn = fcn.cli:command"]},
 )

@@ -20,6 +20,8 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple
 import numpy as np
 import torch
 
+from runner.host_memory import freed_memory_kept
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -119,4 +121,5 @@ def machine() -> Dict[str, Any]:
         "numpy": np.__version__,
         "opencv": _version("cv2"),
         "protobuf": _version("google.protobuf"),
+        "freed_memory_kept": freed_memory_kept(),
     }

@@ -20,6 +20,7 @@ from bench.cases import amortize, data, forward, gpu, loading, scoring, training
 from bench.measure import REPO, machine
 from bench.sizes import FULL, QUICK, Sizes
 from netspec.atomic import write_atomically
+from runner.host_memory import keep_freed_memory
 
 CASES: Dict[str, ModuleType] = {"forward": forward, "training": training, "amortize": amortize,
                                 "loading": loading, "data": data, "scoring": scoring, "gpu": gpu}
@@ -61,6 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--markdown", default=os.path.join(REPO, "BENCHMARKS.md"))
     parser.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"))
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the fcn commands do; every contender runs in this process and shares it
     results = run_cases(QUICK if args.quick else FULL, [c for c in args.cases.split(",") if c], args.threads)
     write(results, args.markdown, args.json)
     print(report.render(results))

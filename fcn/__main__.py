@@ -1,6 +1,6 @@
 """``python -m fcn``: the same as the ``fcn`` command."""
 import sys
 
-from fcn.cli import main
+from fcn.cli import command
 
-sys.exit(main())
+sys.exit(command())

@@ -247,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command() -> int:
+    """The ``fcn`` program: ``main`` in a process that keeps its freed memory for reuse (see
+    ``runner.host_memory``: it spares each forward page-faulting its activations in again)."""
+    from runner.host_memory import keep_freed_memory
+    keep_freed_memory()
+    return main()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -257,4 +265,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())

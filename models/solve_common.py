@@ -243,6 +243,14 @@ def _parser(folder: Path, recipe: Recipe) -> argparse.ArgumentParser:
 
 
 def main(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) -> int:
+    """solve.py's entry point: ``solve`` in a process that keeps its freed memory for reuse (see
+    ``runner.host_memory``: it spares each iteration page-faulting its activations in again)."""
+    from runner.host_memory import keep_freed_memory
+    keep_freed_memory()
+    return solve(folder, recipe, argv)
+
+
+def solve(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) -> int:
     """The solve.py command line for experiment ``folder``; returns the exit status (2: missing input)."""
     args = _parser(folder, recipe).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

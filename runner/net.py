@@ -256,11 +256,12 @@ class Net:
 
     # ----- speed -----
     def set_speed(self, channels_last: bool = False, autocast: Optional[torch.dtype] = None,
-                  compile: Union[bool, str] = False) -> None:
+                  compile: Union[bool, str] = False, winograd: bool = False) -> None:
         """Opt into faster execution: NHWC convolutions, autocast to ``autocast`` (e.g. ``torch.bfloat16``),
-        torch.compile for inference (``True`` or a backend name). See ``runner.graph.SpeedOptions`` for what
-        each changes; no arguments restore Caffe's plain float32 loop."""
-        self._graph.set_speed(SpeedOptions(channels_last, autocast, compile))
+        torch.compile for inference (``True`` or a backend name), Winograd convolutions for CPU inference.
+        See ``runner.graph.SpeedOptions`` for what each changes; no arguments restore Caffe's plain float32
+        loop."""
+        self._graph.set_speed(SpeedOptions(channels_last, autocast, compile, winograd))
 
     # ----- hooks -----
     def before_forward(self, fn: Any) -> None:

@@ -86,6 +86,54 @@ def test_channels_last_matches_float32():
     assert net.forward(data=image)["score"].shape == tuple(reference.shape)  # numpy views still work
 
 
+def _nnpack_calls(fn):
+    with torch.profiler.profile() as profile:
+        fn()
+    return sum(event.count for event in profile.key_averages() if event.key == "aten::_nnpack_spatial_convolution")
+
+
+def test_winograd_matches_float32_and_runs_every_stride1_convolution_through_nnpack():
+    # batch 2: convolved one image at a time; conv1_1 pads 100 (NNPACK pads less than the kernel only)
+    param = fcn8s_deploy(QUICK, batch=2)
+    net = _net(param)
+    image = random_image((2, 3, QUICK.image, QUICK.image)).numpy()
+    reference = _forward(net, image)["score"]
+    convolutions = sum(layer.type == "Convolution" for layer in param.layer)
+    net.set_speed(winograd=True)
+    calls = _nnpack_calls(lambda: _forward(net, image))
+    assert calls == 2 * convolutions
+    got = _forward(net, image)["score"]
+    assert not torch.equal(got, reference)          # a different algorithm did run...
+    assert _relative_error(got, reference) < 1e-4   # ...to within its rounding
+    net.set_speed()
+    assert _nnpack_calls(lambda: _forward(net, image)) == 0
+    assert torch.equal(_forward(net, image)["score"], reference)
+
+
+def test_winograd_leaves_training_to_the_exact_convolutions():
+    train = _net(fcn8s_train(QUICK))
+    image = random_image((1, 3, QUICK.image, QUICK.image)).numpy()
+    label = np.random.default_rng(0).integers(0, QUICK.classes, (1, 1, QUICK.image, QUICK.image)).astype(np.float32)
+
+    def step():
+        train.forward(data=image, label=label)
+        train.clear_param_diffs()
+        train.backward()
+        return train.blobs["loss"].data.copy(), train.params["conv1_1"][0].diff.copy()
+
+    want = step()
+    train.set_speed(winograd=True)
+    assert _nnpack_calls(step) == 0
+    got = step()
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_winograd_and_compile_are_refused_together(toy):
+    net, _, _ = toy
+    with pytest.raises(ValueError, match="winograd.*compile"):
+        net.set_speed(winograd=True, compile=True)
+
+
 def test_bf16_autocast_keeps_outputs_and_losses_float32():
     train = _net(fcn8s_train(QUICK))
     image = random_image((1, 3, QUICK.image, QUICK.image)).numpy()

@@ -271,7 +271,7 @@ def test_narrowed_voc_fcn32s_trains_end_to_end(tmp_path) -> None:
     out = tmp_path / "run"
 
     argv = ["--weights", str(weights), "--data", str(data), "--iters", "2", "--score-every", "2", "--out", str(out)]
-    assert solve_common.main(folder, _load_recipe("voc-fcn32s"), argv) == 0
+    assert solve_common.solve(folder, _load_recipe("voc-fcn32s"), argv) == 0
 
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     scores = [r for r in records if "mean_iu" in r]
@@ -286,6 +286,6 @@ def test_narrowed_voc_fcn32s_trains_end_to_end(tmp_path) -> None:
     state = out / "snapshot" / "train_iter_2.solverstate"
     assert state.is_file()
     resumed = ["--restore", str(state), "--data", str(data), "--iters", "1", "--score-every", "10", "--out", str(out)]
-    assert solve_common.main(folder, _load_recipe("voc-fcn32s"), resumed) == 0
+    assert solve_common.solve(folder, _load_recipe("voc-fcn32s"), resumed) == 0
     assert (out / "snapshot" / "train_iter_3.caffemodel").is_file()
 

@@ -2,8 +2,10 @@
 speed options, all on the same weights and image.
 
 The runner and plain PyTorch must agree bit for bit (same torch kernels, same order) before their times
-are compared; OpenCV and the speed options are held to tolerances. The speed options are timed in a
-second round, against the runner again. Each round also times one large convolution, the machine's
+are compared; OpenCV and the speed options are held to tolerances. OpenCV is timed twice, with its default
+Winograd convolutions and with direct ones, and the runner likewise (``set_speed(winograd=True)``), so each
+algorithm meets its like in the same round. The other speed options are timed in a second round, against
+the runner again. Each round also times one large convolution, the machine's
 convolution peak under that round's load, which the nets' GFLOP/s are set against.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from runner.net import Net
 #: The runner's speed options timed here: name -> Net.set_speed keywords, and the largest deviation from
 #: float32 eager allowed, relative to the largest output magnitude.
 OPTIONS = {
+    "winograd": (dict(winograd=True), 1e-4),
     "channels_last": (dict(channels_last=True), 1e-5),
     "bf16_autocast": (dict(autocast=torch.bfloat16), 5e-2),
     "compile": (dict(compile=True), 1e-5),
@@ -80,28 +83,33 @@ def run(sizes: Sizes, scratch: str) -> Dict[str, Any]:
     checks: Dict[str, Any] = {"runner_equals_plain_pytorch": True}
     for name in ("opencv_dnn", "opencv_dnn_direct"):
         checks[f"{name}_relative_error"] = _relative_error(torch.from_numpy(contenders[name]()), reference)
+
+    def variant(name: str) -> Callable[[], torch.Tensor]:
+        """The runner with one speed option, checked against float32 eager (which warms it up)."""
+        keywords, tolerance = OPTIONS[name]
+        fast = Net(param, caffe_pb2.TEST)
+        fast.share_with(net)
+        fast.blobs["data"].data[...] = image.numpy()
+        fast.set_speed(**keywords)
+        call = forward(fast)
+        start = time.perf_counter()
+        error = _relative_error(call(), reference)
+        seconds[name] = time.perf_counter() - start
+        if error > tolerance:
+            raise AssertionError(f"speed option {name}: relative error {error:.2e} > {tolerance:.0e}")
+        checks[f"{name}_relative_error"] = error
+        return call
+
+    seconds: Dict[str, float] = {}
+    contenders["winograd"] = variant("winograd")
     conv_peak, conv_flops = big_convolution()
     conv_peak()
     # every contender has run once above (the checks): that was the warm-up round
     timings = interleaved({**contenders, "conv_peak": conv_peak}, sizes.forward_reps, warmup=0)
 
     options = {"runner": contenders["runner"], "conv_peak": conv_peak}
-    compile_seconds = None
-    for name, (keywords, tolerance) in OPTIONS.items():
-        if keywords.get("compile") and not sizes.compile:
-            continue
-        variant = Net(param, caffe_pb2.TEST)
-        variant.share_with(net)
-        variant.blobs["data"].data[...] = image.numpy()
-        variant.set_speed(**keywords)
-        options[name] = forward(variant)
-        start = time.perf_counter()
-        error = _relative_error(options[name](), reference)
-        if keywords.get("compile"):
-            compile_seconds = time.perf_counter() - start
-        if error > tolerance:
-            raise AssertionError(f"speed option {name}: relative error {error:.2e} > {tolerance:.0e}")
-        checks[f"{name}_relative_error"] = error
+    options.update((name, variant(name)) for name, (keywords, _) in OPTIONS.items()
+                   if name != "winograd" and (sizes.compile or not keywords.get("compile")))
     option_timings = interleaved(options, sizes.option_reps, warmup=0)
 
     macs = multiply_adds(net)
@@ -112,13 +120,15 @@ def run(sizes: Sizes, scratch: str) -> Dict[str, Any]:
         "timings": {name: t.as_dict() for name, t in timings.items()},
         "option_timings": {name: t.as_dict() for name, t in option_timings.items()},
         "checks": checks,
-        "compile_seconds": compile_seconds,
+        "compile_seconds": seconds.get("compile"),
         "runner_overhead_vs_plain": runner / timings["plain_pytorch"].median - 1.0,
         "runner_overhead_vs_plain_cpu": timings["runner"].cpu_median / timings["plain_pytorch"].cpu_median - 1.0,
         "runner_speedup_vs_opencv": timings["opencv_dnn"].median / runner,
         "runner_speedup_vs_opencv_direct": timings["opencv_dnn_direct"].median / runner,
+        "winograd_speedup_vs_opencv": timings["opencv_dnn"].median / timings["winograd"].median,
         "option_speedups": {name: option_timings["runner"].median / option_timings[name].median
                             for name in OPTIONS if name in option_timings},
+        "winograd_speedup": runner / timings["winograd"].median,
         "runner_gflops": 2 * macs / runner / 1e9,
         "plain_gflops": 2 * macs / timings["plain_pytorch"].median / 1e9,
         "conv_peak_gflops": {"main": conv_flops / timings["conv_peak"].median / 1e9,

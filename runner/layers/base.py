@@ -43,6 +43,11 @@ class Layer:
     def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
+    def forward_in_place(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
+        """The tops written over the bottoms' memory, as Caffe's in-place layers do; None where the layer
+        has no such form. The runner asks only when nothing else can see the bottoms (runner.in_place)."""
+        return None
+
     def check_bottoms(self, count_min: int, count_max: Optional[int], bottoms: Sequence[Any]) -> None:
         """Raise a clear error when the layer got a wrong number of bottoms."""
         n = len(bottoms)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from runner.layers import winograd
 from runner.layers.base import Layer, ParamSpec, Shape
 from runner.layers.shape import canonical_axis
 from runner.registry import register
@@ -40,6 +41,8 @@ class _ConvBase(Layer):
 
     #: True for Deconvolution: channels and num_output swap roles in the weight shape.
     transposed = False
+    #: Set by ``Net.set_speed(winograd=True)``: eligible 2-D convolutions go through ``winograd.conv2d``.
+    use_winograd = False
 
     def __init__(self, layer_param: Any, phase: int) -> None:
         super().__init__(layer_param, phase)
@@ -139,9 +142,22 @@ class _ConvBase(Layer):
             if tuple(x.shape) != shape:
                 raise self._error(f"all bottoms must have the same shape: {shape} vs {tuple(x.shape)}")
             batched = x.reshape((math.prod(lead),) + shape[axis:])
-            y = op(batched, weight, bias, stride=g.stride, padding=g.pad, dilation=g.dilation, groups=self.p.group)
+            y = self._transform_domain(batched, weight, bias, g)
+            if y is None:
+                y = op(batched, weight, bias, stride=g.stride, padding=g.pad, dilation=g.dilation,
+                       groups=self.p.group)
             tops.append(y.reshape(lead + tuple(y.shape[1:])))
         return tops
+
+    def _transform_domain(self, x: torch.Tensor, weight: torch.Tensor, bias: Any, g: _Geometry) -> Any:
+        """The Winograd/FFT convolution when it is switched on and applies, else None."""
+        if not self.use_winograd or self.transposed or not winograd.applies(x, weight, g.stride, g.dilation,
+                                                                         self.p.group):
+            return None
+        try:
+            return winograd.conv2d(x, weight, bias, g.pad)
+        except RuntimeError:  # a shape NNPACK does not take
+            return None
 
 
 @register("Convolution")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, List, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from netspec import caffe_pb2
 from runner.layers.base import Layer, ParamSpec, Shape
@@ -41,6 +42,13 @@ class ReLU(_NeuronLayer):
         if self.negative_slope == 0.0:
             return torch.relu(x)
         return torch.where(x > 0, x, x * self.negative_slope)
+
+    def forward_in_place(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
+        # the same values as ``activate``; no gradient is taken through this form
+        self.check_bottoms(1, 1, bottoms)
+        if self.negative_slope == 0.0:
+            return [torch.relu_(bottoms[0])]
+        return [F.leaky_relu_(bottoms[0], self.negative_slope)]
 
 
 @register("PReLU")

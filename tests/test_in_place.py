@@ -1,0 +1,90 @@
+"""In-place layers overwrite their bottom only where nothing else can see it (runner.in_place): without a
+gradient, FCN's ReLUs run in place, and every net gives the same blobs either way."""
+import textwrap
+
+import numpy as np
+import torch
+
+from netspec import caffe_pb2
+from netspec.prototxt import parse_prototxt
+from runner.net import Net
+
+TEST = caffe_pb2.TEST
+
+# relu overwrites conv before a Split hands it (as views) to the Eltwise; r is a view of conv2 (Reshape) that
+# an in-place ReLU then works on; the Python layer keep holds on to its top, kept, which relu_kept works on
+NET = """
+input: "data" input_shape { dim: 1 dim: 2 dim: 6 dim: 6 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 3 kernel_size: 3 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "sum" type: "Eltwise" bottom: "conv" bottom: "conv" top: "sum" }
+layer { name: "conv2" type: "Convolution" bottom: "sum" top: "conv2"
+        convolution_param { num_output: 3 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "r" type: "Reshape" bottom: "conv2" top: "r" reshape_param { shape { dim: 1 dim: -1 } } }
+layer { name: "relu_r" type: "ReLU" bottom: "r" top: "r" }
+layer { name: "conv3" type: "Convolution" bottom: "conv2" top: "conv3"
+        convolution_param { num_output: 2 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "keep" type: "Python" bottom: "conv3" top: "kept" python_param { module: "holder" layer: "Holder" } }
+layer { name: "relu_kept" type: "ReLU" bottom: "kept" top: "kept" }
+layer { name: "conv4" type: "Convolution" bottom: "kept" top: "conv4"
+        convolution_param { num_output: 2 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "relu4" type: "ReLU" bottom: "conv4" top: "conv4" relu_param { negative_slope: 0.1 } }
+"""
+
+HOLDER = '''
+from fcn.caffe import Layer
+class Holder(Layer):
+    def setup(self, bottom, top):
+        self.held = None
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data
+        self.held = top[0].data
+'''
+
+
+def _calls(fn, op):
+    with torch.profiler.profile() as profile:
+        fn()
+    return sum(event.count for event in profile.key_averages() if event.key == op)
+
+
+def _blobs(net, grad):
+    with torch.set_grad_enabled(grad):
+        net.forward(data=np.random.default_rng(1).standard_normal(net.blobs["data"].shape).astype(np.float32))
+    return {name: blob.data.copy() for name, blob in net.blobs.items()}
+
+
+def test_without_a_gradient_only_unshared_bottoms_are_overwritten(tmp_path, monkeypatch):
+    (tmp_path / "holder.py").write_text(HOLDER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = Net(parse_prototxt(textwrap.dedent(NET)), TEST)
+    want = _blobs(net, grad=True)
+    held_with_grad = net.layers[list(net._layer_names).index("keep")].held.copy()
+    # relu_r (r is a view of conv2) and relu_kept (a Python layer's top) compute new tensors; relu and
+    # relu4 run in place, the latter as leaky_relu_
+    assert _calls(lambda: _blobs(net, grad=False), "aten::relu_") == 1
+    assert _calls(lambda: _blobs(net, grad=False), "aten::leaky_relu_") == 1
+    got = _blobs(net, grad=False)
+    assert want.keys() == got.keys()
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    held = net.layers[list(net._layer_names).index("keep")].held
+    np.testing.assert_array_equal(held, held_with_grad)      # ReLU did not reach what the layer kept
+    assert (held < 0).any() and (got["kept"] >= 0).all()
+
+
+def test_fcn_relus_run_in_place_without_a_gradient_and_give_the_same_blobs():
+    from bench.nets import fcn8s_deploy, randomize
+    from bench.sizes import QUICK
+    net = Net(fcn8s_deploy(QUICK), TEST)
+    randomize(net)
+    relus = sum(layer.type == "ReLU" for layer in fcn8s_deploy(QUICK).layer)
+    want = _blobs(net, grad=True)
+    assert _calls(lambda: _blobs(net, grad=False), "aten::relu_") == relus
+    assert _calls(lambda: _blobs(net, grad=True), "aten::relu_") == 0
+    got = _blobs(net, grad=False)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
