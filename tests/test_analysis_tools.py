@@ -18,12 +18,13 @@ from data_layers.transforms import VOID
 from fcn.cli import main
 from netspec import caffe_pb2
 from netspec.net_spec import L, NetSpec, P
-from runner.layers.losses import (ClassWeights, LossSampling, SoftmaxWithLoss, null_background_loss,
-                                  null_background_predict, set_cell_weighting)
+from netspec.null_background import null_background_head
+from runner.layers.losses import ClassWeights, LossSampling, SoftmaxWithLoss, set_cell_weighting
 from runner.net import Net
 from solvers.bounds import downsample, iu_bounds
 from solvers.heavy import equivalent_momentum, fcn_accum, fcn_heavy, fcn_online
 from surgery.dilation import remove_subsampling
+from surgery.interp import interp
 from surgery.shift_stitch import shift_and_stitch
 
 
@@ -267,16 +268,49 @@ def test_table2_recipes_merge_into_a_solver() -> None:
     assert (fcn_heavy().iter_size, fcn_heavy().momentum) == (1, pytest.approx(0.99))
 
 
-def test_null_background_loss_gradient_and_prediction() -> None:
+def _null_background_net() -> Net:
+    """A null-background head on a pooled 4-channel input standing in for a body's features: 3 classes,
+    so the net scores 2 foreground classes and fixes the background's score at 0."""
+    n = NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 4, 8, 8]))
+    n.label = L.Input(shape=dict(dim=[1, 1, 8, 8]))
+    n.pool = L.Pooling(n.data, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+    null_background_head(n, n.pool, n.data, 3, label=n.label, stride=2)
+    net = Net(n.to_proto(), caffe_pb2.TRAIN)
     rng = np.random.default_rng(4)
-    scores = torch.tensor(rng.normal(size=(1, 2, 3, 4)).astype(np.float32), requires_grad=True)
-    labels = torch.tensor(rng.integers(0, 3, size=(1, 1, 3, 4)).astype(np.float32))
-    labels[0, 0, 0, 0] = 255
-    null_background_loss(scores, labels).backward()
-    lab = labels.numpy()
-    valid = lab != 255
-    target = (lab == np.array([1, 2]).reshape(1, 2, 1, 1)).astype(np.float32)
-    want = (1 / (1 + np.exp(-scores.detach().numpy())) - target) * valid / valid.sum()
-    np.testing.assert_allclose(scores.grad.numpy(), want, rtol=1e-5, atol=1e-7)
-    picked = null_background_predict(torch.tensor([[[[-1.0, 2.0]], [[-0.5, 3.0]]]]))
-    np.testing.assert_array_equal(picked.numpy(), [[[0, 2]]])
+    net.params["score_fr_fg"][0].data[...] = rng.normal(size=net.params["score_fr_fg"][0].data.shape)
+    interp(net, ["upscore_fg"])
+    net.blobs["data"].data[...] = rng.normal(size=(1, 4, 8, 8))
+    labels = rng.integers(0, 3, size=(1, 1, 8, 8)).astype(np.float32)
+    labels[0, 0, :2, :3] = VOID
+    net.blobs["label"].data[...] = labels
+    return net
+
+
+def test_null_background_head_trains_each_foreground_class_as_a_sigmoid_and_predicts_by_highest_score() -> None:
+    net = _null_background_net()
+    net.forward()
+    net.backward()
+    fg = net.blobs["score_fg"].data.astype(np.float64)
+    labels = net.blobs["label"].data
+    valid = labels != VOID
+    target = (labels == np.array([1, 2]).reshape(1, 2, 1, 1)).astype(np.float64)
+    want_loss = ((np.logaddexp(0, fg) - fg * target) * valid).sum()   # summed, as FCN's softmax loss
+    np.testing.assert_allclose(net.blobs["loss"].data, [want_loss], rtol=1e-5)
+    want_grad = (1 / (1 + np.exp(-fg)) - target) * valid
+    np.testing.assert_allclose(net.blobs["score_fg"].diff, want_grad, rtol=1e-4, atol=1e-6)
+    score = net.blobs["score"].data
+    assert score.shape == (1, 3, 8, 8) and not score[:, 0].any()   # the background scores 0
+    predicted = score.argmax(axis=1)
+    np.testing.assert_array_equal(predicted, np.where(fg.max(axis=1) > 0, fg.argmax(axis=1) + 1, 0))
+    assert 0 < (predicted == 0).mean() < 1
+
+
+def test_null_background_zero_score_is_frozen_at_zero() -> None:
+    net = _null_background_net()
+    net.forward()
+    net.backward()
+    weights = net.layer_dict["score_bg"].blobs[0]
+    assert weights.data.shape == (1, 2, 1, 1) and not weights.data.any()
+    layer = next(layer for layer in net.to_proto().layer if layer.name == "score_bg")
+    assert [(spec.lr_mult, spec.decay_mult) for spec in layer.param] == [(0, 0)]   # no update, no decay

@@ -8,9 +8,11 @@ def test_experiments_pipeline_writes_every_table(tmp_path) -> None:
     report = run_all(str(tmp_path / "exp"), Budget(images=2, size=(32, 32), classifier=2, images_seen=2,
                                                     staged=1, sampling=1))
     text = open(report).read()
-    for heading in ("## Table 3", "## Table 2", "## Loss sampling", "## Masking", "## Mean IU upper bounds",
+    for heading in ("## Table 3", "## Table 2", "## Loss sampling", "## Class balancing", "## Masking",
+                    "## Mean IU upper bounds",
                     "## Which of the paper's findings held here"):
         assert heading in text
-    for row in ("| fcn32s-fixed |", "| pool3 |", "| FCN-heavy |", "| 0.25 |", "| shape only |", "| 128 |"):
+    for row in ("| fcn32s-fixed |", "| pool3 |", "| FCN-heavy |", "| 0.25 |", "| null background", "| shape only |",
+                "| 128 |", "Class balancing is unnecessary"):
         assert row in text
     assert os.path.getsize(tmp_path / "exp" / "bounds.png") > 5000

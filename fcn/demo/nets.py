@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 from netspec import caffe_pb2
 from netspec.backbones import FIXED, LEARNED, conv_relu, fcn_head, max_pool
 from netspec.net_spec import L, NetSpec, Top
+from netspec.null_background import null_background_head
 
 WIDTHS = (16, 32, 48, 64, 64)
 FC_WIDTH = 128
@@ -20,7 +21,7 @@ NUM_CLASSES = 21
 FC6_KERNEL = 4
 PATCH = 32 * FC6_KERNEL  # pool5 of a patch is FC6_KERNEL x FC6_KERNEL
 SKIPS = {"fcn32s": (), "fcn16s": ("pool4",), "fcn8s": ("pool4", "pool3"), "fcn8s-atonce": ("pool4", "pool3"),
-         "fcn32s-fixed": ()}
+         "fcn32s-fixed": (), "fcn32s-null": ()}
 # The PAMI Table 3 ablations of the small body, as netspec.ablations builds them for VGG16: the body
 # truncated after pool<N> and scored there alone (no fc6/fc7, no skips), upsampled 2^N x in one step.
 POOL_ONLY = {"pool5": 5, "pool4": 4, "pool3": 3}
@@ -63,7 +64,8 @@ def classifier(patch_params: str) -> caffe_pb2.NetParameter:
 
 def fcn(kind: str, data_params: str) -> caffe_pb2.NetParameter:
     """FCN-32s/16s/8s (or 8s at once, with the fixed skip scales) over the VOC data layer; also the
-    ablations FCN-32s-fixed (only the score layer learns) and pool5/pool4/pool3 (see ``POOL_ONLY``)."""
+    ablations FCN-32s-fixed (only the score layer learns), FCN-32s-null (the null background head) and
+    pool5/pool4/pool3 (see ``POOL_ONLY``)."""
     n = NetSpec()
     n.data, n.label = L.Python(module="data_layers.voc", layer="VOCSegDataLayer", ntop=2, param_str=data_params)
     if kind in POOL_ONLY:
@@ -75,6 +77,9 @@ def fcn(kind: str, data_params: str) -> caffe_pb2.NetParameter:
     for name, kernel in (("fc6", FC6_KERNEL), ("fc7", 1)):
         n[name], top = conv_relu(top, FC_WIDTH, ks=kernel, pad=0, param=param)
         n[f"relu{name[2:]}"] = top
+    if kind == "fcn32s-null":
+        null_background_head(n, top, n.data, NUM_CLASSES, label=n.label)
+        return n.to_proto()
     scales: Sequence[float] = (0.01, 0.0001) if kind == "fcn8s-atonce" else None
     fcn_head(n, top, n.data, NUM_CLASSES, skips=SKIPS[kind], label=n.label, skip_scales=scales)
     return n.to_proto()

@@ -72,6 +72,18 @@ def _sampling(results: Results) -> List[str]:
                    "per iteration"), rows)
 
 
+BALANCING = (("none (softmax loss)", "fcn32s"), ("inverse class frequency weights", "class-weights"),
+             ("null background (sigmoid per class, background scored 0)", "null-background"))
+
+
+def _balancing(results: Results) -> List[str]:
+    rows = []
+    for label, name in BALANCING:
+        s = results.demo.results[name].final
+        rows.append((label, _pct(s["pixel_accuracy"]), _pct(s["mean_accuracy"]), _pct(s["mean_iu"])))
+    return _table(("class balancing", "pixel acc.", "mean acc.", "mean IU"), rows)
+
+
 def _masking(results: Results, ious: Dict[str, float]) -> List[str]:
     def shown(mask):
         return "full picture" if mask is None else f"{mask} {'only' if mask == 'shape' else 'masked'}"
@@ -89,6 +101,7 @@ def _findings(results: Results, masked: Dict[str, float]) -> List[str]:
     sampled = {keep: results.demo.results[f"sampling-p{keep:g}"] for keep in SAMPLING}
     s_iu = [100 * s.final["mean_iu"] for s in sampled.values()]
     ref = masked["reference"]
+    balanced = [_iu(results, name) for _, name in BALANCING]
     b32 = results.bounds.get(32, float("nan"))
     return [
         f"- Fine-tuning every layer beats learning the classifier alone (FCN-32s {iu['fcn32s']:.1f} vs "
@@ -105,6 +118,9 @@ def _findings(results: Results, masked: Dict[str, float]) -> List[str]:
         f"for p = {', '.join(f'{k:g}' for k in SAMPLING)}, none more than {TIE:g} points above p = 1) and costs "
         f"wall-clock ({', '.join(f'{s.seconds:.0f} s' for s in sampled.values())}): "
         f"{_verdict(max(s_iu[1:]) <= s_iu[0] + TIE and sampled[SAMPLING[-1]].seconds > sampled[1.0].seconds)}.",
+        f"- Class balancing is unnecessary (Section 6.1: none {balanced[0]:.1f}; inverse-frequency weights "
+        f"{balanced[1]:.1f}; null background {balanced[2]:.1f}; neither more than {TIE:g} points above none): "
+        f"{_verdict(max(balanced[1:]) <= balanced[0] + TIE)}.",
         f"- Masking: the foreground carries the signal (reference {ref:.1f}; test FG masked "
         f"{masked['reference, test FG masked']:.1f}, test BG masked {masked['reference, test BG masked']:.1f}; "
         f"FG only {masked['FG only (BG masked)']:.1f}, BG only {masked['BG only (FG masked)']:.1f}): "
@@ -156,6 +172,11 @@ def write_report(results: Results) -> str:
         "Each pixel kept in the loss with probability p; batch 1/p via iter_size, rate / p, so an update sums "
         "about one image's worth of loss cells. Wall-clock includes one final scoring pass (same for all).", "",
         *_sampling(results), "",
+        "## Class balancing (Section 6.1), FCN-32s", "",
+        "The unbalanced reference; its softmax loss weighted per pixel by the inverse frequency of the pixel's "
+        "class in the training labels (mean weight 1); and the null background head "
+        "(`netspec.null_background`), trained with the same rate and images.", "",
+        *_balancing(results), "",
         "## Masking (Table 8-style grid, FCN-32s)", "",
         "A reduced grid: the reference tested on masked inputs, and three nets trained and tested on the same "
         "masking. Masked pixels take the mean colour; 'shape only' sees a binary foreground mask.", "",

@@ -11,7 +11,9 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
 
 from data_layers.catalog import open_layer
 from fcn.demo import Budget as DemoBudget
@@ -19,7 +21,7 @@ from fcn.demo import nets
 from fcn.demo.run import Demo, StageResult, close_data_layers
 from netspec import caffe_pb2
 from netspec.prototxt import write_prototxt
-from runner.layers.losses import LossSampling, set_cell_weighting
+from runner.layers.losses import ClassWeights, LossSampling, set_cell_weighting
 from runner.net import Net
 from solvers.bounds import DEFAULT_FACTORS, iu_bounds
 from solvers.heavy import fcn_accum, fcn_heavy, fcn_online
@@ -81,14 +83,18 @@ def evaluate(demo: Demo, stage: StageResult, kind: str, test_mask: Optional[str]
         close_data_layers(net)
 
 
-def val_bounds(voc_dir: str) -> Dict[int, float]:
-    """Section 6.3's mean IU upper bounds on the synthetic validation labels, factors 128..4."""
-    layer, _ = open_layer("voc", dict(voc_dir=voc_dir, split="val", prefetch=0, randomize=False))
+def split_labels(voc_dir: str, split: str) -> List[np.ndarray]:
+    """The label maps of one split of the synthetic VOC, as the data layer decodes them."""
+    layer, _ = open_layer("voc", dict(voc_dir=voc_dir, split=split, prefetch=0, randomize=False))
     try:
-        labels = [layer.decode("label", layer.source("label", sample_id))[0] for sample_id in layer.ids]
+        return [layer.decode("label", layer.source("label", sample_id))[0] for sample_id in layer.ids]
     finally:
         layer.close()
-    return iu_bounds(labels, DEFAULT_FACTORS)
+
+
+def val_bounds(voc_dir: str) -> Dict[int, float]:
+    """Section 6.3's mean IU upper bounds on the synthetic validation labels, factors 128..4."""
+    return iu_bounds(split_labels(voc_dir, "val"), DEFAULT_FACTORS)
 
 
 def _ladder(demo: Demo, classifier: StageResult, body: str, b: Budget) -> None:
@@ -120,6 +126,20 @@ def _sampling_sweep(demo: Demo, body: str, b: Budget) -> None:
                  init=_sampling(keep, demo.seed) if keep < 1 else None)
 
 
+def _balancing(demo: Demo, body: str, b: Budget) -> None:
+    """Section 6.1's class balancing next to the unbalanced FCN-32s: the softmax loss weighted by inverse
+    class frequency on the training labels, and the null background head (netspec.null_background)."""
+    counts = np.zeros(nets.NUM_CLASSES, dtype=np.int64)
+    for label in split_labels(demo.voc_dir, "train"):
+        counts += np.bincount(label[label < nets.NUM_CLASSES].ravel(), minlength=nets.NUM_CLASSES)
+    weights = ClassWeights.inverse_frequency(counts.tolist())
+
+    def weighted(solver: Solver) -> None:
+        set_cell_weighting(solver.net, "loss", weights)
+    demo.fcn("fcn32s", b.images_seen, body, BASE_LR, name="class-weights", init=weighted)
+    demo.fcn("fcn32s-null", b.images_seen, body, BASE_LR, name="null-background")
+
+
 def _masking(demo: Demo, body: str, b: Budget) -> Dict[str, Dict]:
     """The masked training runs, and the reference (FCN-32s) tested on masked inputs."""
     tested = {}
@@ -143,6 +163,7 @@ def run_experiments(out_dir: str, budget: Optional[Budget] = None, seed: int = 0
     _ladder(demo, classifier, body, b)
     _regimes(demo, body, b)
     _sampling_sweep(demo, body, b)
+    _balancing(demo, body, b)
     masked = _masking(demo, body, b)
     results = Results(demo, b, masked, val_bounds(demo.voc_dir), time.perf_counter() - started)
     with open(os.path.join(demo.out, "stages.json"), "w") as handle:

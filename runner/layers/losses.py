@@ -6,8 +6,8 @@ a gradient (Caffe refuses to back-propagate into them), except EuclideanLoss's s
 Caffe treats as a prediction too.
 
 Beyond Caffe, for the paper's experiments: SoftmaxWithLoss takes a Python-side ``cell_weighting``
-(loss sampling, class weights; caffe.proto has no field for either), and the Section 6.1 "null
-background" loss and its prediction rule are plain functions.
+(loss sampling, class weights; caffe.proto has no field for either). The Section 6.1 "null background"
+mode needs nothing here: ``netspec.null_background`` writes it with Caffe's own layers.
 """
 from __future__ import annotations
 
@@ -218,26 +218,6 @@ class SigmoidCrossEntropyLoss(Layer):
         valid = valid.reshape(x.shape)
         terms = F.binary_cross_entropy_with_logits(x, t, reduction="none")
         return [torch.where(valid, terms, 0.0).sum() / normalizer(self.mode, outer, inner, valid)]
-
-
-def null_background_loss(scores: torch.Tensor, labels: torch.Tensor, ignore_label: int = 255) -> torch.Tensor:
-    """The "null background" loss (the paper's Section 6.1): N x (C-1) x H x W foreground scores, the
-    background's score fixed at 0, each foreground class an independent sigmoid cross-entropy against
-    ``label == c + 1`` (background pixels are negatives for every class), summed over classes and averaged
-    over non-ignored pixels. Gradients come from autograd: ``(sigmoid(s_c) - target) / count``."""
-    index = labels.detach().reshape(scores.shape[0], 1, *scores.shape[2:]).to(torch.int64)
-    valid = index != ignore_label
-    classes = torch.arange(1, scores.shape[1] + 1, device=scores.device).reshape(1, -1, *[1] * (scores.dim() - 2))
-    target = (index == classes).to(scores.dtype)
-    terms = F.binary_cross_entropy_with_logits(scores, target, reduction="none")
-    return torch.where(valid, terms, 0.0).sum() / valid.sum().clamp_min(1)
-
-
-def null_background_predict(scores: torch.Tensor) -> torch.Tensor:
-    """Labels N x H x W by highest score, the background scoring 0: class 0 where no foreground score
-    is positive, else ``1 + argmax`` of the foreground scores."""
-    best, which = scores.max(dim=1)
-    return torch.where(best > 0, which + 1, 0)
 
 
 @register("EuclideanLoss")
