@@ -19,6 +19,9 @@ from netspec import caffe_pb2
 
 #: PASCAL VOC's mean pixel in BGR order, the one every released FCN model subtracts.
 VOC_MEAN = (104.00698793, 116.66876762, 122.67891434)
+#: ``speed`` choices: Net.set_speed keywords. "exact" is Caffe's float32; "winograd" rounds about 1e-5 of the
+#: scores' magnitude per layer on the CPU (about 1.7x faster, BENCHMARKS.md); "bf16" about 1e-2.
+SPEEDS = {"exact": {}, "winograd": dict(winograd=True), "bf16": dict(autocast=torch.bfloat16)}
 
 ImageLike = Union[PathLike, Image.Image, np.ndarray]
 DeviceLike = Union[None, str, int, torch.device]
@@ -54,15 +57,18 @@ class Segmenter:
 
     ``image`` is a file path, a PIL image or an HxWx3 RGB array with values in 0..255 (an HxW array is
     taken as grey). ``mean`` is the BGR mean pixel subtracted before the forward; ``device`` a torch
-    device, a CUDA index or None for the GPU when present. Weights may be current or V1 caffemodels,
-    legacy blob dims included; a weight that does not fit the deploy net is an error naming the layer
-    and both shapes.
+    device, a CUDA index or None for the GPU when present; ``speed`` one of ``SPEEDS``. Weights may be
+    current or V1 caffemodels, legacy blob dims included; a weight that does not fit the deploy net is an
+    error naming the layer and both shapes.
     """
 
     def __init__(self, deploy: NetFile, weights: PathLike, mean: Sequence[float] = VOC_MEAN,
-                 device: DeviceLike = None, blob: str = "score", allow_python_layers: bool = False) -> None:
+                 device: DeviceLike = None, blob: str = "score", allow_python_layers: bool = False,
+                 speed: str = "exact") -> None:
         if len(mean) != 3:
             raise ValueError(f"mean must hold 3 values (B, G, R), got {list(mean)}")
+        if speed not in SPEEDS:
+            raise ValueError(f"speed must be one of {', '.join(SPEEDS)}, got {speed!r}")
         self.mean = tuple(float(m) for m in mean)
         self.device = resolve_device(device)
         self.net = load_net(deploy, caffe_pb2.TEST, weights=weights, allow_python_layers=allow_python_layers)
@@ -79,6 +85,7 @@ class Segmenter:
         self.blob = blob
         self._mean = torch.tensor(self.mean, dtype=torch.float32, device=self.device).reshape(3, 1, 1)
         self._graph = self.net.graph.to(self.device)
+        self.net.set_speed(**SPEEDS[speed])
 
     def predict(self, image: ImageLike) -> np.ndarray:
         """The label map: argmax over classes of the output blob, HxW uint8."""

@@ -345,3 +345,20 @@ def test_draw_writes_a_png_top_to_bottom(model, tmp_path, capsys) -> None:
     assert _no_temp_files(tmp_path)
     assert cli.main(["draw", str(UPGRADE / "v1_deploy.prototxt"), str(tmp_path / "v1.png"), "--phase", "test"]) == 0
     assert (tmp_path / "v1.png").exists()
+
+
+def test_segmenter_speeds_agree_with_exact_float32(model) -> None:
+    rgb = _picture(40, 52, 3)
+
+    def scores(segmenter):
+        labels = segmenter.predict(rgb)
+        return labels, segmenter.net.blobs[segmenter.blob].data.copy()
+
+    labels, exact = scores(Segmenter(*model, device="cpu"))
+    for speed, tolerance in (("winograd", 1e-4), ("bf16", 5e-2)):
+        fast_labels, fast = scores(Segmenter(*model, device="cpu", speed=speed))
+        assert fast.dtype == np.float32 and fast.shape == exact.shape
+        assert np.abs(fast - exact).max() / np.abs(exact).max() < tolerance, speed
+        assert (fast_labels == labels).mean() > 0.9, speed
+    with pytest.raises(ValueError, match="speed must be one of exact, winograd, bf16"):
+        Segmenter(*model, device="cpu", speed="fast")

@@ -64,9 +64,18 @@ def _prepare(way: str, model: str, prototxt: str) -> Callable[[], Any]:
     raise ValueError(f"unknown way {way!r}; known: {', '.join(WAYS)}")
 
 
+def _read_through(path: str) -> None:
+    """Read the file once in small chunks, so that it sits in the page cache and every way decodes from
+    memory: otherwise whichever way runs first after the cache was squeezed also times the disk."""
+    with open(path, "rb") as handle:
+        while handle.read(16 * 2**20):
+            pass
+
+
 def measure_here(way: str, model: str, prototxt: str) -> Dict[str, float]:
     """Seconds and peak memory of one way of reading, in this process (call it in a fresh one)."""
     action = _prepare(way, model, prototxt)
+    _read_through(model)
     _reset_peak()
     baseline = _status_bytes("VmRSS")
     start = time.perf_counter()
