@@ -20,7 +20,7 @@ from bench.cases import amortize, data, forward, gpu, loading, scoring, training
 from bench.measure import REPO, machine
 from bench.sizes import FULL, QUICK, Sizes
 from netspec.atomic import write_atomically
-from runner.host_memory import keep_freed_memory
+from runner.host_memory import keep_freed_memory, release_freed_memory
 
 CASES: Dict[str, ModuleType] = {"forward": forward, "training": training, "amortize": amortize,
                                 "loading": loading, "data": data, "scoring": scoring, "gpu": gpu}
@@ -42,6 +42,7 @@ def run_cases(sizes: Sizes, names: Sequence[str] = tuple(CASES), threads: Option
             with tempfile.TemporaryDirectory(prefix=f"fcn-bench-{name}-") as scratch:
                 results["cases"][name] = CASES[name].run(sizes, scratch)
             results["case_seconds"][name] = time.perf_counter() - start
+            release_freed_memory()  # what one case kept is not the next one's to squeeze around
         results["machine"]["load_average_at_end"] = list(os.getloadavg())
         return results
     finally:

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     from netspec import caffe_pb2
@@ -181,13 +181,15 @@ class Scoring:
     layer: str = "score"
     gt: str = "label"
     present_only: bool = False
+    also: Tuple[Tuple[str, str, bool], ...] = ()   # further heads: (layer, gt, present_only)
 
 
 VOC = Scoring(4000)
 CONTEXT = Scoring(8000)
 NYUD = Scoring(2000)
-# The release scored both heads; TrainConfig follows one: the semantic head, whose IU the paper reports.
-SIFTFLOW = Scoring(2000, "score_sem", "sem", present_only=True)
+# The release scored both heads, the semantic one (whose IU the paper reports, and which picks the best
+# weights) and the geometric one.
+SIFTFLOW = Scoring(2000, "score_sem", "sem", present_only=True, also=(("score_geo", "geo", False),))
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,8 @@ class Recipe:
         return train(TrainConfig(solver, init=init, restore=restore, iters=iters,
                                  score_every=score_every or self.scoring.every, out_dir=str(out),
                                  score_layer=self.scoring.layer, gt=self.scoring.gt,
-                                 present_only=self.scoring.present_only, progress=progress))
+                                 present_only=self.scoring.present_only, also_score=self.scoring.also,
+                                 progress=progress))
 
 
 def _parser(folder: Path, recipe: Recipe) -> argparse.ArgumentParser:

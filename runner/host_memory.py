@@ -10,12 +10,15 @@ The setting is process-wide and has a price: the resident size never shrinks, an
 allocations leave some freed blocks just too small for the next request of the same size, so the heap first
 grows by a few activations' worth before every forward is served from memory it already holds
 (tests/test_host_memory.py). The ``fcn`` commands, the solve scripts and ``make bench`` switch it on; a
-library user opts in by calling ``keep_freed_memory()``.
+library user opts in by calling ``keep_freed_memory()``, and ``release_freed_memory()`` gives the kept
+memory back at a phase boundary (``make bench`` does so between its cases).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+from typing import Any, Optional
 
 # mallopt parameters from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -26,19 +29,37 @@ _NEVER_TRIM = 2**31 - 1
 _kept = False
 
 
+@functools.lru_cache(maxsize=None)
+def _libc_function(name: str) -> Optional[Any]:
+    """A function of the C library, or None where it has none of that name (not glibc)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Tell glibc's malloc to serve every block from its heap and never trim it; True once that is in
     effect, False where the C library is not glibc (nothing is changed there)."""
     global _kept
     if _kept:
         return True
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     _kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
     return _kept
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap's free memory back to the OS now (glibc's ``malloc_trim``), e.g. between phases of a
+    program that kept it: after training, before other processes need the room. True where glibc did so."""
+    malloc_trim = _libc_function("malloc_trim")
+    if malloc_trim is None:
+        return False
+    malloc_trim.argtypes = (ctypes.c_size_t,)
+    return bool(malloc_trim(0))
 
 
 def freed_memory_kept() -> bool:

@@ -17,7 +17,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from netspec import caffe_pb2
 from runner.device import set_device, set_mode_gpu
@@ -51,6 +51,10 @@ class TrainConfig:
     score_layer: str = "score"
     gt: str = "label"
     present_only: bool = False
+    #: Further heads scored after ``score_layer``, each ``(layer, gt, present_only)`` in a pass of its own (as
+    #: the release's SIFT Flow solve.py scored its geometric head); logged with a ``head`` key. The best
+    #: weights follow ``score_layer``.
+    also_score: Sequence[Tuple[str, str, bool]] = ()
     save_predictions: bool = False
     progress: bool = True
     label: str = "train"
@@ -246,12 +250,21 @@ def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Rec
 def _score(solver: Solver, records: _Records, config: TrainConfig) -> None:
     net = solver.test_nets[0]
     save = os.path.join(os.path.dirname(records.log_path), "predictions_iter{}") if config.save_predictions else None
-    scores = seg_tests(solver, save, _score_ids(net), layer=config.score_layer, gt=config.gt,
-                       present_only=config.present_only)
+    ids = _score_ids(net)
+    scores = seg_tests(solver, save, ids, layer=config.score_layer, gt=config.gt, present_only=config.present_only)
     log.info("%s", format_scores(scores, solver.iter))
+    records.score(solver.iter, _json_metrics(scores), solver.net)
+    for layer, gt, present_only in config.also_score:
+        head = seg_tests(solver, None, ids, layer=layer, gt=gt, present_only=present_only)
+        log.info("%s: %s", layer, format_scores(head, solver.iter))
+        records.write({"iter": solver.iter, "head": layer, **_json_metrics(head)})
+
+
+def _json_metrics(scores: Any) -> Dict[str, Any]:
+    """SegScores as a JSON-ready dict: a class absent from the histogram has IU None, not NaN."""
     metrics = scores.as_dict()
     metrics["per_class_iu"] = [None if v != v else v for v in metrics["per_class_iu"]]
-    records.score(solver.iter, metrics, solver.net)
+    return metrics
 
 
 def _progress(total: int, enabled: bool, label: str) -> Any:

@@ -86,6 +86,23 @@ def test_loop_logs_scores_and_keeps_the_best(tmp_path) -> None:
     assert os.path.exists(str(tmp_path / "snapshots" / "train_iter_6.caffemodel"))  # snapshot after train
 
 
+def test_further_heads_are_scored_and_logged_apart(tmp_path) -> None:
+    second = """layer { name: "score2" type: "Convolution" bottom: "conv1" top: "score2"
+            convolution_param { num_output: 21 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } } }
+    layer { name: "loss2" type: "SoftmaxWithLoss" bottom: "score2" bottom: "label" top: "loss2"
+            loss_param { ignore_label: 255 normalize: false } }"""
+    solver = _experiment(tmp_path, extra=second)
+    result = train(TrainConfig(solver, iters=4, score_every=2, out_dir=str(tmp_path / "out"), progress=False,
+                               also_score=(("score2", "label", True),)))
+    records = [json.loads(line) for line in open(result.log_path)]
+    main = [r for r in records if "mean_iu" in r and "head" not in r]
+    heads = [r for r in records if r.get("head") == "score2"]
+    assert [r["iter"] for r in main] == [2, 4] and [r["iter"] for r in heads] == [2, 4]
+    assert all(0 <= r["mean_iu"] <= 1 for r in heads)
+    assert [r["mean_iu"] for r in heads] != [r["mean_iu"] for r in main]   # another layer was scored
+    assert result.best_mean_iu == max(r["mean_iu"] for r in main)           # the best follows the main head
+
+
 def test_unset_weights_are_reported(tmp_path, caplog) -> None:
     solver = _experiment(tmp_path, filler=False)
     net = Net(str(tmp_path / "train.prototxt"), caffe_pb2.TRAIN)
