@@ -27,7 +27,7 @@ test: install
 nets: install
 	$(PYTHON) -m models.make_nets
 
-# BENCHMARKS.md and bench/results.json: the runner against plain PyTorch and OpenCV, training, loading, data
-# layers, scoring (under 10 minutes on a 2-core CPU). `python -m bench.run --quick` checks the harness only.
+# BENCHMARKS.md and bench/results.json: the runner against plain PyTorch and OpenCV, training, amortization,
+# loading, data layers, scoring, dilation (under 10 minutes on a 2-core CPU). `--quick` checks the harness only.
 bench: install
 	$(PYTHON) -m bench.run

@@ -16,14 +16,15 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from bench import report
-from bench.cases import amortize, data, forward, gpu, loading, scoring, training
+from bench.cases import amortize, data, dilation, forward, gpu, loading, scoring, training
 from bench.measure import REPO, machine
 from bench.sizes import FULL, QUICK, Sizes
 from netspec.atomic import write_atomically
 from runner.host_memory import keep_freed_memory, release_freed_memory
 
 CASES: Dict[str, ModuleType] = {"forward": forward, "training": training, "amortize": amortize,
-                                "loading": loading, "data": data, "scoring": scoring, "gpu": gpu}
+                                "loading": loading, "data": data, "scoring": scoring, "gpu": gpu,
+                                "dilation": dilation}
 
 
 def run_cases(sizes: Sizes, names: Sequence[str] = tuple(CASES), threads: Optional[int] = None) -> Dict[str, Any]:

@@ -21,6 +21,9 @@ class Sizes:
     grid_image: int = 500                         # AlexNet amortization: 500 -> a 10x10 grid
     patch: int = 227                              # AlexNet's classifier input
     amortize_reps: int = 2                        # each separate-patches repetition is 100 forwards
+    dilation_image: int = 256                     # shift-and-stitch vs dilation (Section 3.2)
+    dilation_widths: Tuple[int, ...] = (32, 64, 128)
+    dilation_reps: int = 3                        # each shift-and-stitch repetition is 64 forwards
     data_images: int = 20                         # per data layer and prefetch setting
     data_size: Tuple[int, int] = (375, 500)       # a typical VOC picture
     wait_widths: Tuple[int, ...] = (16, 32, 64, 128, 128)   # FCN-8s of the data-wait run
@@ -32,5 +35,6 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(image=64, widths=(4, 4, 8, 8, 8), fc_width=16, forward_reps=1, option_reps=1, train_reps=1,
-              compile=False, grid_image=227, amortize_reps=1, data_images=3, data_size=(32, 40),
+              compile=False, grid_image=227, amortize_reps=1, dilation_image=40,
+              dilation_widths=(4, 4, 4), dilation_reps=1, data_images=3, data_size=(32, 40),
               wait_widths=(4, 4, 4, 4, 4), wait_fc_width=8, wait_iters=2, score_batch=1, score_reps=1)

@@ -60,13 +60,14 @@ def test_quick_bench_runs_every_case_and_writes_the_report(tmp_path):
     assert set(json.loads(raw.read_text())["cases"]) == set(CASES)
     text = markdown.read_text()
     for heading in ("## Targets", "## 1. Forward", "## 2. Training", "## 3. Amortization", "## 4. Loading",
-                    "## 5. Data layers", "## 6. Scoring", "## 7. GPU"):
+                    "## 5. Data layers", "## 6. Scoring", "## 7. GPU", "## 8. Shift-and-stitch"):
         assert heading in text
     assert results["machine"]["commit"] in text
     forward = results["cases"]["forward"]
     assert forward["checks"]["runner_equals_plain_pytorch"]
     assert forward["checks"]["opencv_dnn_direct_relative_error"] < 1e-4
     assert results["cases"]["amortize"]["grid"] == [1, 1]
+    assert results["cases"]["dilation"]["relative_error"] < 1e-5 and results["cases"]["dilation"]["dilated_speedup"] > 0
     loss = results["cases"]["training"]["first_loss"]
     assert loss["solver"] == pytest.approx(loss["plain_pytorch"], rel=1e-4)
     assert all(r["images_per_second"] > 0 for r in results["cases"]["data"]["delivery"])

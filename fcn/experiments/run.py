@@ -42,14 +42,14 @@ MASKING = (("reference", None, None), ("reference, test FG masked", None, "foreg
 class Budget:
     """Sizes of the runs. ``images_seen`` is every whole-image run's length in images (FCN-accum takes
     1/20 as many updates); ``staged`` the 16s and 8s fine-tunings; ``sampling`` the iterations of each
-    loss-sampling run (p < 1 runs see 1/p images per iteration). The defaults aim at about 12 minutes on two
-    CPU cores of their own (about 0.1 s per whole-image pass; a busy machine is several times slower)."""
+    loss-sampling run (p < 1 runs see 1/p images per iteration). The defaults take about 11 minutes on two
+    CPU cores of their own (about 0.05 s per whole-image pass; a busy machine is several times slower)."""
     images: int = 40
     size: tuple = (96, 128)
     classifier: int = 1000
-    images_seen: int = 400
-    staged: int = 200
-    sampling: int = 100
+    images_seen: int = 600
+    staged: int = 300
+    sampling: int = 200
     score_points: int = 1
 
 
