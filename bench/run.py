@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
@@ -43,7 +44,8 @@ def run_cases(sizes: Sizes, names: Sequence[str] = tuple(CASES), threads: Option
             with tempfile.TemporaryDirectory(prefix=f"fcn-bench-{name}-") as scratch:
                 results["cases"][name] = CASES[name].run(sizes, scratch)
             results["case_seconds"][name] = time.perf_counter() - start
-            release_freed_memory()  # what one case kept is not the next one's to squeeze around
+            gc.collect()  # the case's nets hold reference cycles: free them now, then hand the memory back,
+            release_freed_memory()  # so that the next case does not have to squeeze around it
         results["machine"]["load_average_at_end"] = list(os.getloadavg())
         return results
     finally:

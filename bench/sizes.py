@@ -14,7 +14,7 @@ class Sizes:
     widths: Tuple[int, ...] = VGG16_WIDTHS        # VGG16 stage widths
     fc_width: int = 4096                          # fc6/fc7 channels
     classes: int = 21
-    forward_reps: int = 5
+    forward_reps: int = 7
     option_reps: int = 3                          # the runner's speed options, timed apart
     train_reps: int = 2                           # after one untimed step (the loss check)
     compile: bool = True                          # time torch.compile (minutes of compiling on a CPU)
