@@ -151,14 +151,16 @@ def test_bf16_autocast_keeps_outputs_and_losses_float32():
     assert float(got_loss[0]) == pytest.approx(want_loss, rel=3e-2)
 
 
-def test_bf16_autocast_deploy_output_is_float32(toy):
+@pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
+def test_autocast_deploy_output_is_float32(toy, dtype, tolerance):
     net, image, reference = toy
     fast = Net(fcn8s_deploy(QUICK), caffe_pb2.TEST)
     fast.share_with(net)
-    fast.set_speed(autocast=torch.bfloat16)
+    fast.set_speed(autocast=dtype)
     out = fast.forward(data=image)["score"]
+    assert fast.blobs["conv1_1"].tensor().dtype == dtype
     assert out.dtype == np.float32
-    assert _relative_error(torch.from_numpy(out), reference) < 3e-2
+    assert 0 < _relative_error(torch.from_numpy(out), reference) < tolerance
 
 
 def test_compile_matches_float32_and_keeps_every_blob(toy):
