@@ -27,17 +27,19 @@ class OwnedBlobs:
 
     def record(self, slot: Any, inputs: List[torch.Tensor], tops: List[torch.Tensor]) -> None:
         """After ``slot`` ran on ``inputs`` (its bottoms and parameters) and its tops were stored: a top in
-        fresh memory becomes owned; a top sharing an input's memory (a view, an alias, a parameter handed
-        on) is not, nor are the bottoms it shares; a Python layer's bottoms and tops are never owned."""
+        fresh memory of its own becomes owned; a top sharing memory with an input (a view, an alias, a
+        parameter handed on) or with another top, or kept by its layer (``keeps_tops``), is not, nor are
+        the bottoms of such a layer; a Python layer's bottoms and tops are never owned."""
         if slot.impl is None:
             self._owned.difference_update(slot.bottoms)
             self._owned.difference_update(slot.tops)
             return
         inputs_memory = {_memory(tensor) for tensor in inputs}
-        for name, top in zip(slot.tops, tops):
+        tops_memory = [_memory(top) for top in tops]
+        for name, top, memory in zip(slot.tops, tops, tops_memory):
             if name in slot.bottoms and top is inputs[slot.bottoms.index(name)]:
                 continue  # written in place: as owned as before
-            if _memory(top) not in inputs_memory:
+            if memory not in inputs_memory and tops_memory.count(memory) == 1 and not slot.impl.keeps_tops:
                 self._owned.add(name)
             else:
                 self._owned.discard(name)

@@ -88,3 +88,16 @@ def test_fcn_relus_run_in_place_without_a_gradient_and_give_the_same_blobs():
     got = _blobs(net, grad=False)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_tops_a_layer_keeps_between_passes_are_not_overwritten():
+    # DummyData makes a constant top once and hands it out every pass: a ReLU on it must not write into it
+    net = Net(parse_prototxt(textwrap.dedent("""
+    layer { name: "d" type: "DummyData" top: "d"
+            dummy_data_param { shape { dim: 1 dim: 2 dim: 3 } data_filler { type: "constant" value: -1 } } }
+    layer { name: "relu" type: "ReLU" bottom: "d" top: "d" }
+    """)), TEST)
+    with torch.no_grad():
+        assert _calls(net.forward, "aten::relu_") == 0
+        net.forward()
+    assert not net.blobs["d"].data.any()

@@ -43,6 +43,10 @@ class Layer:
     def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
+    #: True where the layer hands out tensors it keeps from one pass to the next (DummyData's constants):
+    #: nothing may overwrite those in place.
+    keeps_tops = False
+
     def forward_in_place(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
         """The tops written over the bottoms' memory, as Caffe's in-place layers do; None where the layer
         has no such form. The runner asks only when nothing else can see the bottoms (runner.in_place)."""

@@ -23,6 +23,8 @@ class DummyData(Layer):
     while any other filler draws fresh values at every forward. Tops live on the device the net runs on.
     """
 
+    keeps_tops = True  # constant-filled tops are made once and handed out every pass
+
     def __init__(self, layer_param: Any, phase: int) -> None:
         super().__init__(layer_param, phase)
         self.shapes = self._read_shapes(layer_param.dummy_data_param, len(layer_param.top))
