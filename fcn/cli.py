@@ -61,10 +61,20 @@ def _train(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no solver.prototxt in {args.model_dir}")
     out = args.out or os.path.join(args.model_dir, "train")
     solver = relocate_solver(solver, out, args.data)
+    heads = [_parse_head(text) for text in args.score or ()]
+    scoring = dict(score_layer=None) if not heads else dict(
+        score_layer=heads[0][0], gt=heads[0][1], also_score=[(layer, gt, False) for layer, gt in heads[1:]])
     result = train(TrainConfig(solver, weights=args.weights or (), iters=args.iters, score_every=args.score_every,
-                               out_dir=out))
+                               out_dir=out, **scoring))
     print(summary(result))
     return 0
+
+
+def _parse_head(text: str) -> tuple:
+    layer, _, gt = text.partition(":")
+    if not layer or not gt:
+        raise ValueError(f"--score must be SCORE_BLOB:LABEL_BLOB (e.g. score_geo:geo), got {text!r}")
+    return layer, gt
 
 
 def _parse_size(text: str) -> tuple:
@@ -230,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--iters", type=int, help="iterations to run (default: max_iter)")
     train.add_argument("--score-every", type=int, help="score mean IU every N iterations (default: test_interval)")
     train.add_argument("--out", help="output folder for logs, plots, snapshots (default: MODEL_DIR/train)")
+    train.add_argument("--score", action="append", metavar="SCORE:LABEL",
+                       help="a score blob and its label blob to score (repeatable; the first picks the best "
+                            "weights). Default: score:label, else every score_X:X (SIFT Flow's two heads)")
     train.add_argument("--gpu", type=int, help="CUDA device to use")
     train.set_defaults(run=_train)
     synth = commands.add_parser("synth", help="write a synthetic dataset in a real dataset's on-disk format")

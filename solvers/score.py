@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -91,6 +91,21 @@ def scores_from_hist(hist: np.ndarray, present_only: bool = False, loss: Optiona
         per_class_iu=[float(v) for v in iu],
         loss=loss,
     )
+
+
+def score_heads(blob_names: Sequence[str]) -> List[Tuple[str, str]]:
+    """The (score blob, label blob) pairs of a net named as the FCN release names them: ``score`` against
+    ``label`` (VOC, NYUD, PASCAL-Context), else every ``score_X`` against ``X`` (SIFT Flow's ``score_sem``
+    and ``score_geo``), in net order. Raises ValueError when there is neither."""
+    names = set(blob_names)
+    if {"score", "label"} <= names:
+        return [("score", "label")]
+    heads = [(name, name[len("score_"):]) for name in blob_names
+             if name.startswith("score_") and name[len("score_"):] in names]
+    if not heads:
+        raise ValueError(f"no score blob to score: expected 'score' and 'label', or 'score_X' and 'X' "
+                         f"(blobs: {', '.join(blob_names)})")
+    return heads
 
 
 def compute_hist(net: Any, save_dir: Optional[str], dataset: Sequence[Any], layer: str = "score",

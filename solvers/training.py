@@ -24,7 +24,7 @@ from runner.device import set_device, set_mode_gpu
 from solvers import distributed
 from solvers.api import get_solver
 from solvers.learnable import learnable_params
-from solvers.score import format_scores, seg_tests
+from solvers.score import format_scores, score_heads, seg_tests
 from solvers.solver import Solver
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,9 @@ class TrainConfig:
     iters: Optional[int] = None
     score_every: Optional[int] = None
     out_dir: Optional[str] = None
-    score_layer: str = "score"
+    #: The blob scored against ``gt``; None finds the heads by the release's names (``score_heads``: the
+    #: first is scored as ``score_layer``, the others as ``also_score``).
+    score_layer: Optional[str] = "score"
     gt: str = "label"
     present_only: bool = False
     #: Further heads scored after ``score_layer``, each ``(layer, gt, present_only)`` in a pass of its own (as
@@ -251,10 +253,15 @@ def _score(solver: Solver, records: _Records, config: TrainConfig) -> None:
     net = solver.test_nets[0]
     save = os.path.join(os.path.dirname(records.log_path), "predictions_iter{}") if config.save_predictions else None
     ids = _score_ids(net)
-    scores = seg_tests(solver, save, ids, layer=config.score_layer, gt=config.gt, present_only=config.present_only)
+    if config.score_layer is None:
+        (layer, gt), *others = score_heads(list(net.blobs))
+        main, also = (layer, gt, False), [(layer, gt, False) for layer, gt in others]
+    else:
+        main, also = (config.score_layer, config.gt, config.present_only), list(config.also_score)
+    scores = seg_tests(solver, save, ids, layer=main[0], gt=main[1], present_only=main[2])
     log.info("%s", format_scores(scores, solver.iter))
     records.score(solver.iter, _json_metrics(scores), solver.net)
-    for layer, gt, present_only in config.also_score:
+    for layer, gt, present_only in also:
         head = seg_tests(solver, None, ids, layer=layer, gt=gt, present_only=present_only)
         log.info("%s: %s", layer, format_scores(head, solver.iter))
         records.write({"iter": solver.iter, "head": layer, **_json_metrics(head)})

@@ -81,3 +81,12 @@ def test_compute_hist_scores_a_net_and_writes_palette_pngs(tmp_path, monkeypatch
     png = Image.open(tmp_path / "pred" / "b.png")
     assert png.mode == "P" and png.size == (5, 4)
     assert np.array_equal(np.array(png.getpalette()[:9]).reshape(3, 3), voc_palette()[:3])
+
+
+def test_score_heads_follow_the_release_names() -> None:
+    from solvers.score import score_heads
+    assert score_heads(["data", "label", "score", "loss"]) == [("score", "label")]
+    sift = ["data", "sem", "geo", "fc7", "score_sem", "loss", "score_geo", "loss_geo"]
+    assert score_heads(sift) == [("score_sem", "sem"), ("score_geo", "geo")]
+    with pytest.raises(ValueError, match="no score blob to score.*blobs: data, prob"):
+        score_heads(["data", "prob"])

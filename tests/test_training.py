@@ -103,6 +103,27 @@ def test_further_heads_are_scored_and_logged_apart(tmp_path) -> None:
     assert result.best_mean_iu == max(r["mean_iu"] for r in main)           # the best follows the main head
 
 
+def test_fcn_train_scores_the_heads_it_is_given(tmp_path) -> None:
+    from fcn.cli import main
+    second = """layer { name: "score_label" type: "Convolution" bottom: "conv1" top: "score_label"
+            convolution_param { num_output: 21 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } } }
+    layer { name: "loss2" type: "SoftmaxWithLoss" bottom: "score_label" bottom: "label" top: "loss2"
+            loss_param { ignore_label: 255 normalize: false } }"""
+    solver = _experiment(tmp_path, extra=second)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    os.replace(solver, model_dir / "solver.prototxt")
+    out = tmp_path / "run"
+    args = ["train", str(model_dir), "--iters", "2", "--score-every", "2", "--out", str(out)]
+    assert main(args + ["--score", "score_label:label", "--score", "score:label"]) == 0
+    records = [json.loads(line) for line in open(out / "train_log.jsonl")]
+    assert [r.get("head") for r in records if "mean_iu" in r] == [None, "score"]
+    assert main(args) == 0   # by the release's names: score against label, one head
+    records = [json.loads(line) for line in open(out / "train_log.jsonl")]
+    assert [r.get("head") for r in records if "mean_iu" in r][-1:] == [None]
+    assert main(args + ["--score", "score"]) == 2
+
+
 def test_unset_weights_are_reported(tmp_path, caplog) -> None:
     solver = _experiment(tmp_path, filler=False)
     net = Net(str(tmp_path / "train.prototxt"), caffe_pb2.TRAIN)
