@@ -111,7 +111,8 @@ class Segmenter:
         data = (pixels.flip(-1).permute(2, 0, 1) - self._mean).unsqueeze(0)
         with torch.no_grad():
             self._graph.forward(**{self.input: data})
-            return self._graph.blobs[self.blob].tensor()[0]
+            # float32 whatever the speed: under autocast only the net's outputs are made float32 again
+            return self._graph.blobs[self.blob].tensor()[0].float()
 
 
 def _rgb_array(image: Any) -> np.ndarray:

@@ -56,7 +56,8 @@ class SpeedOptions:
     runs. A stretch that cannot be traced or compiled runs eagerly, with a warning.
     ``winograd``: CPU float32 convolutions with stride 1 run in the transform domain (Winograd F(6x6, 3x3) for
     3x3 kernels) through NNPACK when no gradient is needed: about 2x faster, rounding about 1e-5 of the
-    output's magnitude per layer (see ``runner.layers.winograd``). Eager forwards only, so not with ``compile``.
+    output's magnitude per layer (see ``runner.layers.winograd``). Eager float32 forwards only, so neither with
+    ``compile`` nor with ``autocast``.
     """
     channels_last: bool = False
     autocast: Optional[torch.dtype] = None
@@ -66,6 +67,8 @@ class SpeedOptions:
     def __post_init__(self) -> None:
         if self.winograd and self.compile:
             raise ValueError("set_speed: winograd runs NNPACK eagerly and cannot be combined with compile")
+        if self.winograd and self.autocast is not None:
+            raise ValueError("set_speed: winograd (float32 NNPACK) and autocast are alternatives; choose one")
 
 
 @dataclass

@@ -93,14 +93,16 @@ def scores_from_hist(hist: np.ndarray, present_only: bool = False, loss: Optiona
     )
 
 
-def score_heads(blob_names: Sequence[str]) -> List[Tuple[str, str]]:
-    """The (score blob, label blob) pairs of a net named as the FCN release names them: ``score`` against
-    ``label`` (VOC, NYUD, PASCAL-Context), else every ``score_X`` against ``X`` (SIFT Flow's ``score_sem``
-    and ``score_geo``), in net order. Raises ValueError when there is neither."""
+def score_heads(blob_names: Sequence[str]) -> List[Tuple[str, str, bool]]:
+    """``(score blob, label blob, present_only)`` of a net named as the FCN release names them: ``score``
+    against ``label`` (VOC, NYUD, PASCAL-Context), else every ``score_X`` against ``X`` in net order (SIFT
+    Flow's ``score_sem`` and ``score_geo``). As the release scored them, SIFT Flow's semantic labels average
+    their IU over the classes present only (many of its 33 are absent from the test set). Raises ValueError
+    when there is neither."""
     names = set(blob_names)
     if {"score", "label"} <= names:
-        return [("score", "label")]
-    heads = [(name, name[len("score_"):]) for name in blob_names
+        return [("score", "label", False)]
+    heads = [(name, name[len("score_"):], name == "score_sem") for name in blob_names
              if name.startswith("score_") and name[len("score_"):] in names]
     if not heads:
         raise ValueError(f"no score blob to score: expected 'score' and 'label', or 'score_X' and 'X' "

@@ -178,6 +178,7 @@ def train(config: TrainConfig) -> TrainResult:
     for layer in suspicious:
         log.warning("layer '%s': weights still at a constant value (no weights file or surgery set them); "
                     "the net may predict a single class", layer)
+    heads = scored_heads(config, solver)
     param = solver.param
     iters = config.iters if config.iters is not None else max(param.max_iter - solver.iter, 0)
     score_every = config.score_every or param.test_interval or iters or 1
@@ -186,7 +187,7 @@ def train(config: TrainConfig) -> TrainResult:
     if not group.is_main:
         param.snapshot = 0
     param.test_interval = 0  # scoring is this loop's job, on its own schedule
-    interrupted = _run(solver, group, records, iters, score_every, config)
+    interrupted = _run(solver, group, records, iters, score_every, config, heads)
     if group.is_main and (interrupted or param.snapshot_after_train):
         solver.snapshot()
     distributed.barrier(group)
@@ -198,7 +199,7 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Records], iters: int,
-         score_every: int, config: TrainConfig) -> bool:
+         score_every: int, config: TrainConfig, heads: List[Tuple[str, str, bool]]) -> bool:
     """Step and score until ``iters`` iterations are done or a signal arrives; True if interrupted."""
     stop = {"signal": None}
     started = time.perf_counter()
@@ -237,9 +238,9 @@ def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Rec
                 if records is not None:
                     records.write({"iter": solver.iter, "event": "interrupted"})
                 return True
-            if solver.iter % score_every == 0 and solver.test_nets:
+            if solver.iter % score_every == 0 and heads:
                 if records is not None:
-                    _score(solver, records, config)
+                    _score(solver, records, config, heads)
                 distributed.barrier(group)
     finally:
         for sig, handler in previous.items():
@@ -249,16 +250,29 @@ def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Rec
     return False
 
 
-def _score(solver: Solver, records: _Records, config: TrainConfig) -> None:
+def scored_heads(config: TrainConfig, solver: Solver) -> List[Tuple[str, str, bool]]:
+    """``(score blob, label blob, present_only)`` of every head the loop scores, the best weights' first;
+    checked against the test net before any training, so that a mistyped blob is an error at once."""
+    if not solver.test_nets:
+        return []
+    net = solver.test_nets[0]
+    if config.score_layer is None:
+        return score_heads(list(net.blobs))
+    heads = [(config.score_layer, config.gt, config.present_only), *config.also_score]
+    for layer, gt, _ in heads:
+        missing = [name for name in (layer, gt) if name not in net.blobs]
+        if missing:
+            raise ValueError(f"cannot score '{layer}' against '{gt}': the test net has no blob "
+                             f"{', '.join(repr(m) for m in missing)}")
+    return heads
+
+
+def _score(solver: Solver, records: _Records, config: TrainConfig, heads: List[Tuple[str, str, bool]]) -> None:
     net = solver.test_nets[0]
     save = os.path.join(os.path.dirname(records.log_path), "predictions_iter{}") if config.save_predictions else None
     ids = _score_ids(net)
-    if config.score_layer is None:
-        (layer, gt), *others = score_heads(list(net.blobs))
-        main, also = (layer, gt, False), [(layer, gt, False) for layer, gt in others]
-    else:
-        main, also = (config.score_layer, config.gt, config.present_only), list(config.also_score)
-    scores = seg_tests(solver, save, ids, layer=main[0], gt=main[1], present_only=main[2])
+    (layer, gt, present_only), *also = heads
+    scores = seg_tests(solver, save, ids, layer=layer, gt=gt, present_only=present_only)
     log.info("%s", format_scores(scores, solver.iter))
     records.score(solver.iter, _json_metrics(scores), solver.net)
     for layer, gt, present_only in also:

@@ -16,6 +16,7 @@ from bench.nets import fcn8s_deploy, fcn8s_train, random_image, randomize
 from bench.run import CASES, run_cases, write
 from bench.sizes import QUICK
 from netspec import caffe_pb2
+from netspec.prototxt import parse_prototxt
 from runner.net import Net
 
 
@@ -129,10 +130,23 @@ def test_winograd_leaves_training_to_the_exact_convolutions():
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
-def test_winograd_and_compile_are_refused_together(toy):
+def test_winograd_is_refused_with_compile_or_autocast(toy):
     net, _, _ = toy
     with pytest.raises(ValueError, match="winograd.*compile"):
         net.set_speed(winograd=True, compile=True)
+    with pytest.raises(ValueError, match="winograd.*autocast are alternatives"):
+        net.set_speed(winograd=True, autocast=torch.bfloat16)
+
+
+def test_winograd_leaves_an_empty_batch_to_torch():
+    net = Net(parse_prototxt("""
+    input: "data" input_shape { dim: 0 dim: 2 dim: 6 dim: 6 }
+    layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+            convolution_param { num_output: 3 kernel_size: 3 pad: 1 } }"""), caffe_pb2.TEST)
+    net.set_speed(winograd=True)
+    with torch.no_grad():
+        net.forward()
+    assert net.blobs["conv"].shape == (0, 3, 6, 6)
 
 
 def test_bf16_autocast_keeps_outputs_and_losses_float32():

@@ -362,3 +362,6 @@ def test_segmenter_speeds_agree_with_exact_float32(model) -> None:
         assert (fast_labels == labels).mean() > 0.9, speed
     with pytest.raises(ValueError, match="speed must be one of exact, winograd, bf16"):
         Segmenter(*model, device="cpu", speed="fast")
+    # a blob that is not an output stays bfloat16 in the net: the probabilities still come out float32
+    inner = Segmenter(*model, device="cpu", speed="bf16", blob="upscore8").predict_proba(rgb)
+    assert inner.dtype == np.float32 and np.isfinite(inner).all()

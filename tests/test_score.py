@@ -85,8 +85,8 @@ def test_compute_hist_scores_a_net_and_writes_palette_pngs(tmp_path, monkeypatch
 
 def test_score_heads_follow_the_release_names() -> None:
     from solvers.score import score_heads
-    assert score_heads(["data", "label", "score", "loss"]) == [("score", "label")]
+    assert score_heads(["data", "label", "score", "loss"]) == [("score", "label", False)]
     sift = ["data", "sem", "geo", "fc7", "score_sem", "loss", "score_geo", "loss_geo"]
-    assert score_heads(sift) == [("score_sem", "sem"), ("score_geo", "geo")]
+    assert score_heads(sift) == [("score_sem", "sem", True), ("score_geo", "geo", False)]
     with pytest.raises(ValueError, match="no score blob to score.*blobs: data, prob"):
         score_heads(["data", "prob"])

@@ -103,7 +103,7 @@ def test_further_heads_are_scored_and_logged_apart(tmp_path) -> None:
     assert result.best_mean_iu == max(r["mean_iu"] for r in main)           # the best follows the main head
 
 
-def test_fcn_train_scores_the_heads_it_is_given(tmp_path) -> None:
+def test_fcn_train_scores_the_heads_it_is_given(tmp_path, capsys) -> None:
     from fcn.cli import main
     second = """layer { name: "score_label" type: "Convolution" bottom: "conv1" top: "score_label"
             convolution_param { num_output: 21 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } } }
@@ -122,6 +122,10 @@ def test_fcn_train_scores_the_heads_it_is_given(tmp_path) -> None:
     records = [json.loads(line) for line in open(out / "train_log.jsonl")]
     assert [r.get("head") for r in records if "mean_iu" in r][-1:] == [None]
     assert main(args + ["--score", "score"]) == 2
+    lines = len(open(out / "train_log.jsonl").readlines())
+    assert main(args + ["--score", "score:lable"]) == 2
+    assert "the test net has no blob 'lable'" in capsys.readouterr().err
+    assert len(open(out / "train_log.jsonl").readlines()) == lines   # refused before any training
 
 
 def test_unset_weights_are_reported(tmp_path, caplog) -> None:

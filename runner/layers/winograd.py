@@ -7,7 +7,8 @@ rounding: about 1e-5 of the output's magnitude per layer instead of about 1e-7, 
 opt-in speed option (``Net.set_speed(winograd=True)``) and not the default.
 
 NNPACK's batched entry point is a training algorithm that is slower than torch's own; single images
-take the Winograd path, so a batch is convolved one image at a time. It has no gradient, pads at most
+take the Winograd path, so a batch is convolved one image at a time. It is used for inference only (a
+gradient, when needed, comes from torch's own convolution, as Caffe's would), pads at most
 ``kernel - 1`` itself and rejects some shapes: those cases fall back to torch's convolution.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ def applies(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], dilati
     """Whether ``conv2d(x, weight, ...)`` can take the transform-domain path: an inference-only, float32,
     CPU, stride-1, undilated, ungrouped 2-D convolution."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    return (x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32 == weight.dtype
+    return (x.dim() == 4 and x.shape[0] > 0 and x.device.type == "cpu" and x.dtype == torch.float32 == weight.dtype
             and not needs_grad and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
             and nnpack_available())
 
