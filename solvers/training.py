@@ -178,10 +178,11 @@ def train(config: TrainConfig) -> TrainResult:
     for layer in suspicious:
         log.warning("layer '%s': weights still at a constant value (no weights file or surgery set them); "
                     "the net may predict a single class", layer)
-    heads = scored_heads(config, solver)
     param = solver.param
     iters = config.iters if config.iters is not None else max(param.max_iter - solver.iter, 0)
     score_every = config.score_every or param.test_interval or iters or 1
+    scores_at_all = score_every - solver.iter % score_every <= iters
+    heads = scored_heads(config, solver) if scores_at_all else []
     out_dir = config.out_dir or os.path.dirname(os.path.abspath(param.snapshot_prefix or config.solver_path))
     records = _Records(out_dir) if group.is_main else None
     if not group.is_main:
