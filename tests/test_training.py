@@ -128,6 +128,26 @@ def test_fcn_train_scores_the_heads_it_is_given(tmp_path, capsys) -> None:
     assert len(open(out / "train_log.jsonl").readlines()) == lines   # refused before any training
 
 
+def test_a_training_step_touches_host_memory_only_for_the_data_layer(tmp_path, monkeypatch) -> None:
+    """Issue 7: the Blob views never force a device sync on the hot path. Every host (numpy) view of a blob
+    goes through ``_Synced.numpy``; a step may take them only for the Python data layer's two tops (the
+    loss comes back as one float, not through a blob)."""
+    from solvers.api import get_solver
+    import runner.blob as blob_module
+    solver = get_solver(_experiment(tmp_path))
+    solver.step(1)
+    callers = []
+    through = blob_module._Synced.numpy
+
+    def counted(synced):
+        callers.append(sys._getframe(2).f_code.co_filename)
+        return through(synced)
+    monkeypatch.setattr(blob_module._Synced, "numpy", counted)
+    solver.step(3)
+    assert len(callers) == 3 * 2
+    assert all(path.endswith(os.path.join("data_layers", "base.py")) for path in callers), set(callers)
+
+
 def test_unset_weights_are_reported(tmp_path, caplog) -> None:
     solver = _experiment(tmp_path, filler=False)
     net = Net(str(tmp_path / "train.prototxt"), caffe_pb2.TRAIN)
