@@ -61,11 +61,9 @@ def _train(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no solver.prototxt in {args.model_dir}")
     out = args.out or os.path.join(args.model_dir, "train")
     solver = relocate_solver(solver, out, args.data)
-    heads = [_parse_head(text) for text in args.score or ()]
-    scoring = dict(score_layer=None) if not heads else dict(
-        score_layer=heads[0][0], gt=heads[0][1], also_score=[(layer, gt, False) for layer, gt in heads[1:]])
+    heads = [_parse_head(text) + (False,) for text in args.score or ()]
     result = train(TrainConfig(solver, weights=args.weights or (), iters=args.iters, score_every=args.score_every,
-                               out_dir=out, **scoring))
+                               out_dir=out, heads=heads or None))
     print(summary(result))
     return 0
 

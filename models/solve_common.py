@@ -173,15 +173,13 @@ def upsampling_layers(net: "Net") -> list[str]:
 
 @dataclass(frozen=True)
 class Scoring:
-    """What the periodic scoring reads: the release's ``solver.step(every)`` between two scorings, the
-    score blob and the label blob compared, and whether to average over the classes present in the
-    ground truth only (SIFT Flow's semantic labels, many of whose 33 classes the test set lacks)."""
+    """What the periodic scoring reads: the release's ``solver.step(every)`` between two scorings, and the
+    heads scored, each ``(score blob, label blob, present_only)`` (``TrainConfig.heads``: the first picks
+    the best weights; present_only averages over the classes present in the ground truth, as for SIFT
+    Flow's semantic labels, many of whose 33 classes the test set lacks)."""
 
     every: int
-    layer: str = "score"
-    gt: str = "label"
-    present_only: bool = False
-    also: Tuple[Tuple[str, str, bool], ...] = ()   # further heads: (layer, gt, present_only)
+    heads: Tuple[Tuple[str, str, bool], ...] = (("score", "label", False),)
 
 
 VOC = Scoring(4000)
@@ -189,7 +187,7 @@ CONTEXT = Scoring(8000)
 NYUD = Scoring(2000)
 # The release scored both heads, the semantic one (whose IU the paper reports, and which picks the best
 # weights) and the geometric one.
-SIFTFLOW = Scoring(2000, "score_sem", "sem", present_only=True, also=(("score_geo", "geo", False),))
+SIFTFLOW = Scoring(2000, (("score_sem", "sem", True), ("score_geo", "geo", False)))
 
 
 @dataclass(frozen=True)
@@ -217,9 +215,7 @@ class Recipe:
         init = None if restore else (lambda s: self.initialize(s.net, weights))
         return train(TrainConfig(solver, init=init, restore=restore, iters=iters,
                                  score_every=score_every or self.scoring.every, out_dir=str(out),
-                                 score_layer=self.scoring.layer, gt=self.scoring.gt,
-                                 present_only=self.scoring.present_only, also_score=self.scoring.also,
-                                 progress=progress))
+                                 heads=self.scoring.heads, progress=progress))
 
 
 def _parser(folder: Path, recipe: Recipe) -> argparse.ArgumentParser:

@@ -48,15 +48,10 @@ class TrainConfig:
     iters: Optional[int] = None
     score_every: Optional[int] = None
     out_dir: Optional[str] = None
-    #: The blob scored against ``gt``; None finds the heads by the release's names (``score_heads``: the
-    #: first is scored as ``score_layer``, the others as ``also_score``).
-    score_layer: Optional[str] = "score"
-    gt: str = "label"
-    present_only: bool = False
-    #: Further heads scored after ``score_layer``, each ``(layer, gt, present_only)`` in a pass of its own (as
-    #: the release's SIFT Flow solve.py scored its geometric head); logged with a ``head`` key. The best
-    #: weights follow ``score_layer``.
-    also_score: Sequence[Tuple[str, str, bool]] = ()
+    #: What to score, each ``(score blob, label blob, present_only)`` in a pass of its own (as the release's
+    #: SIFT Flow solve.py scored both heads); the first picks the best weights, the others are logged with a
+    #: ``head`` key. None: the heads the release's names give (``solvers.score.score_heads``).
+    heads: Optional[Sequence[Tuple[str, str, bool]]] = None
     save_predictions: bool = False
     progress: bool = True
     label: str = "train"
@@ -257,9 +252,9 @@ def scored_heads(config: TrainConfig, solver: Solver) -> List[Tuple[str, str, bo
     if not solver.test_nets:
         return []
     net = solver.test_nets[0]
-    if config.score_layer is None:
+    if config.heads is None:
         return score_heads(list(net.blobs))
-    heads = [(config.score_layer, config.gt, config.present_only), *config.also_score]
+    heads = list(config.heads)
     for layer, gt, _ in heads:
         missing = [name for name in (layer, gt) if name not in net.blobs]
         if missing:

@@ -253,7 +253,7 @@ def test_recipes_follow_the_release() -> None:
                  "siftflow-fcn32s", "pascalcontext-fcn32s"):
         assert starts[name] == ["vgg16 FCN body"]
     assert _load_recipe("siftflow-fcn8s").scoring == SIFTFLOW
-    assert _load_recipe("siftflow-fcn8s").scoring.present_only
+    assert _load_recipe("siftflow-fcn8s").scoring.heads[0] == ("score_sem", "sem", True)   # present only
     assert _load_recipe("nyud-fcn32s-hha").scoring == NYUD and _load_recipe("voc-fcn8s").scoring == VOC
 
 

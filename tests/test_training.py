@@ -93,7 +93,7 @@ def test_further_heads_are_scored_and_logged_apart(tmp_path) -> None:
             loss_param { ignore_label: 255 normalize: false } }"""
     solver = _experiment(tmp_path, extra=second)
     result = train(TrainConfig(solver, iters=4, score_every=2, out_dir=str(tmp_path / "out"), progress=False,
-                               also_score=(("score2", "label", True),)))
+                               heads=(("score", "label", False), ("score2", "label", True))))
     records = [json.loads(line) for line in open(result.log_path)]
     main = [r for r in records if "mean_iu" in r and "head" not in r]
     heads = [r for r in records if r.get("head") == "score2"]
