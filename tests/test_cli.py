@@ -37,6 +37,8 @@ def test_demo_pipeline_end_to_end_at_a_tiny_budget(tmp_path) -> None:
     text = open(report).read()
     for net in ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"):
         assert f"| {net} |" in text
-    assert "Skip architecture on fine structure" in text
+    assert "Fine structure: fcn8s" in text and "one seed, so no verdict" in text
+    for stage in ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"):
+        assert (tmp_path / "demo" / stage / "deploy.prototxt").is_file()
     for picture in ("curves.png", "predictions.png"):
         assert os.path.getsize(tmp_path / "demo" / picture) > 5000

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from data_layers.scenes import look
+from data_layers.scenes import FINE_SHAPES, look
 from data_layers.voc import VOC_MEAN_BGR
 from fcn.demo import nets
 from fcn.demo.run import close_data_layers
@@ -22,7 +22,6 @@ from solvers.score import voc_palette
 
 FCN_STAGES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
 FIGURE_COLUMNS = ("fcn32s", "fcn16s", "fcn8s")
-FINE_SHAPES = ("bars", "specks", "ring")
 # The paper's PASCAL VOC 2011 validation figures (CVPR 2015, Table 2), for scale.
 PAPER = {"fcn32s": (89.1, 73.3, 59.4, 81.4), "fcn16s": (90.0, 75.7, 62.4, 83.0), "fcn8s": (90.3, 75.9, 62.7, 83.2)}
 
@@ -46,58 +45,116 @@ def _pct(value: float) -> str:
     return "n/a" if value != value else f"{100 * value:.1f}"
 
 
-def write_report(demo, total_seconds: float) -> str:
-    """REPORT.md in the demo folder; returns its path."""
+def stage_metrics(demo) -> Dict[str, Dict[str, float]]:
+    """Per FCN stage: the four metrics of the paper, mean IU on the fine classes and training seconds."""
     fine = fine_classes()
-    rows, fine_iu = [], {}
+    metrics = {}
     for name in FCN_STAGES:
         stage = demo.results[name]
         s = stage.final
-        fine_iu[name] = _nanmean([s["per_class_iu"][c] for c in fine])
-        rows.append(f"| {name} | {_pct(s['pixel_accuracy'])} | {_pct(s['mean_accuracy'])} | {_pct(s['mean_iu'])} | "
-                    f"{_pct(s['fw_iu'])} | {_pct(fine_iu[name])} | {stage.seconds:.0f} s |")
+        metrics[name] = {"pixel_accuracy": s["pixel_accuracy"], "mean_accuracy": s["mean_accuracy"],
+                         "mean_iu": s["mean_iu"], "fw_iu": s["fw_iu"],
+                         "fine_iu": _nanmean([s["per_class_iu"][c] for c in fine]), "seconds": stage.seconds}
+    return metrics
+
+
+METRIC_COLUMNS = ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "fine_iu")
+
+
+def _cell(values: List[float]) -> str:
+    """One value, or mean ± half the range over seeds (percent)."""
+    if len(values) == 1:
+        return _pct(values[0])
+    spread = (max(values) - min(values)) / 2
+    return f"{_pct(float(np.mean(values)))} ± {100 * spread:.1f}"
+
+
+def metrics_table(runs: List[Dict[str, Dict[str, float]]]) -> List[str]:
+    """The paper-style table; with several runs each cell is the mean ± half the range over them."""
+    rows = ["| net | pixel acc. | mean acc. | mean IU | f.w. IU | mean IU, fine classes | training time |",
+            "|---|---|---|---|---|---|---|"]
+    for name in FCN_STAGES:
+        cells = [_cell([run[name][key] for run in runs]) for key in METRIC_COLUMNS]
+        seconds = np.mean([run[name]["seconds"] for run in runs])
+        rows.append(f"| {name} | {' | '.join(cells)} | {seconds:.0f} s |")
+    return rows
+
+
+def compare(runs: List[Dict[str, Dict[str, float]]], low: str, high: str, key: str = "mean_iu",
+            factor: float = 1.0) -> str:
+    """Whether ``high`` beats ``factor`` x ``low`` on ``key`` by more than the spread (the larger of the two
+    ranges over seeds); with one run there is no spread, so no verdict."""
+    a = [factor * run[low][key] for run in runs]
+    b = [run[high][key] for run in runs]
+    times = f"{factor:g}x " if factor != 1 else ""
+    text = f"{high} {_cell(b)} vs {times}{low} {_cell(a)}"
+    if len(runs) < 2:
+        return f"{text}: one seed, so no verdict (the spread over seeds is unknown; `fcn demo --seeds 3`)"
+    spread = max(max(a) - min(a), max(b) - min(b))
+    difference = float(np.mean(b) - np.mean(a))
+    if difference > spread:
+        return f"{text}: {high} is ahead by {100 * difference:.1f}, more than the spread {100 * spread:.1f}"
+    return f"{text}: the difference {100 * difference:.1f} does not exceed the spread {100 * spread:.1f}, no finding"
+
+
+def findings(runs: List[Dict[str, Dict[str, float]]]) -> List[str]:
+    """The paper's claims, each stated only where the seeds' spread allows."""
+    return [f"- Skips, overall: {compare(runs, 'fcn32s', 'fcn16s')}.",
+            f"- Skips, overall: {compare(runs, 'fcn16s', 'fcn8s')}.",
+            f"- Fine structure: {compare(runs, 'fcn32s', 'fcn8s', 'fine_iu', 2.0)}.",
+            f"- Staged vs at once: {compare(runs, 'fcn8s', 'fcn8s-atonce')}."]
+
+
+def _recipe(demo) -> str:
     b = demo.budget
-    iu = {name: demo.results[name].final["mean_iu"] for name in FCN_STAGES}
-    skip_fine = fine_iu["fcn8s"] > fine_iu["fcn32s"]
-    skip_all = iu["fcn8s"] > iu["fcn32s"]
-    lines = [
-        "# fcn-caffe demo: the FCN recipe in miniature",
-        "",
-        f"Synthetic PASCAL VOC-format data ({b.images} pictures per split, up to {b.size[0]}x{b.size[1]}, "
-        "21 classes, one third of the object classes drawn as fine structures: 1-2 px bars, specks, rings), "
-        "read by the real VOC data layer. A VGG-style classifier (five narrow conv stages, fc6/fc7/fc8) was "
-        f"trained on {nets.PATCH}x{nets.PATCH} patches for {b.classifier} iterations, convolutionalized by net "
-        f"surgery (fc6/fc7 reshaped into convolutions, fc8 dropped), then FCN-32s ({b.fcn32s} iterations), "
-        f"FCN-16s ({b.fcn16s}, from FCN-32s), FCN-8s ({b.fcn8s}, from FCN-16s) and FCN-8s at once "
-        f"({b.atonce}, from the convolutionalized classifier) were trained with Caffe's SGD on summed pixel "
-        "losses and scored on the validation split. Whole run: "
-        f"{total_seconds / 60:.1f} minutes (classifier {demo.results['classifier'].seconds:.0f} s).",
-        "",
-        "| net | pixel acc. | mean acc. | mean IU | f.w. IU | mean IU, fine classes | training time |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        f"Fine classes: {', '.join(map(str, fine))} (VOC indices). The paper's VOC 2011 validation figures, "
-        "for scale (pixel acc., mean acc., mean IU, f.w. IU): "
-        + "; ".join(f"{k} {'/'.join(str(v) for v in vals)}" for k, vals in PAPER.items()) + ".",
-        "",
-        "## What this run shows",
-        "",
-        f"- Skip architecture on fine structure: FCN-8s {_pct(fine_iu['fcn8s'])} vs FCN-32s "
-        f"{_pct(fine_iu['fcn32s'])} mean IU on the fine classes: "
-        + ("the finer stride helped, as the paper found." if skip_fine else
-           "no benefit in this run (the paper's finding did not reproduce at this scale)."),
-        f"- Overall mean IU: FCN-8s {_pct(iu['fcn8s'])}, FCN-16s {_pct(iu['fcn16s'])}, FCN-32s {_pct(iu['fcn32s'])}: "
-        + ("the staged skip nets improved on FCN-32s." if skip_all else "the skips did not raise overall mean IU here."),
-        f"- Staged vs at once: FCN-8s {_pct(iu['fcn8s'])} after {b.fcn32s + b.fcn16s + b.fcn8s} staged iterations, "
-        f"FCN-8s at once {_pct(iu['fcn8s-atonce'])} after {b.atonce}.",
-        "- The numbers are whatever came out of this short CPU run on synthetic data; they are not the "
-        "paper's, and a longer run (`Budget` in fcn/demo/run.py) changes them.",
-        "",
-        "Files: `curves.png` (loss and mean IU per iteration), `predictions.png` (input, ground truth, 32s, 16s, "
-        "8s), and per stage its prototxts, solver, `train_log.jsonl` and snapshots.",
+    return (f"Synthetic PASCAL VOC-format data ({b.images} pictures per split, up to {b.size[0]}x{b.size[1]}, 21 "
+            "classes; every third object class a fine structure 5-8 px across: bars, specks, rings), read by the "
+            "real VOC data layer. A VGG-style classifier (five narrow conv stages, fc6/fc7/fc8) was trained "
+            f"for {b.classifier} iterations with Caffe's Adam on {nets.PATCH}x{nets.PATCH} pictures of one class "
+            "each (its ImageNet, drawn from the same generator with other seeds), convolutionalized by net "
+            f"surgery (fc6/fc7 reshaped into convolutions, fc8 dropped), then FCN-32s ({b.fcn32s} iterations), "
+            f"FCN-16s ({b.fcn16s}, from FCN-32s), FCN-8s ({b.fcn8s}, from FCN-16s) and FCN-8s at once "
+            f"({b.atonce}, from the convolutionalized classifier) were trained with Caffe's SGD on summed pixel "
+            "losses and scored on the validation split.")
+
+
+def _report_lines(title: str, demo, runs: List[Dict[str, Dict[str, float]]], total_seconds: float,
+                  seeds: List[int]) -> List[str]:
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}, mean ± half the range"
+    return [
+        title, "",
+        _recipe(demo) + f" Whole run: {total_seconds / 60:.1f} minutes ({seed_text}).", "",
+        *metrics_table(runs), "",
+        f"Fine classes: {', '.join(map(str, fine_classes()))} (VOC indices). The paper's VOC 2011 validation "
+        "figures, for scale (pixel acc., mean acc., mean IU, f.w. IU): "
+        + "; ".join(f"{k} {'/'.join(str(v) for v in vals)}" for k, vals in PAPER.items()) + ".", "",
+        "## What this run shows", "",
+        "A difference is a finding only where it exceeds the spread over seeds (the larger of the two nets' "
+        "ranges).", "",
+        *findings(runs), "",
     ]
-    path = os.path.join(demo.out, "REPORT.md")
+
+
+def write_report(demo, total_seconds: float) -> str:
+    """REPORT.md in the demo folder; returns its path."""
+    lines = _report_lines("# fcn-caffe demo: the FCN recipe in miniature", demo, [stage_metrics(demo)],
+                          total_seconds, [demo.seed])
+    lines.append("Files: `curves.png` (loss and mean IU per iteration, percent), `predictions.png` (input, ground "
+                 "truth, 32s, 16s, 8s), and per stage its prototxts (train, val, deploy), solver, `train_log.jsonl`, "
+                 "snapshots and `best.caffemodel`.")
+    return _write_text(os.path.join(demo.out, "REPORT.md"), lines)
+
+
+def write_seeds_report(out_dir: str, demos: List, total_seconds: float) -> str:
+    """REPORT.md over several seeds' demos (each in its own ``seed-K`` folder); returns its path."""
+    runs = [stage_metrics(demo) for demo in demos]
+    lines = _report_lines(f"# fcn-caffe demo over {len(demos)} seeds", demos[0], runs, total_seconds,
+                          [demo.seed for demo in demos])
+    lines.append("Each seed's own report, curves and predictions are in its `seed-K` folder.")
+    return _write_text(os.path.join(out_dir, "REPORT.md"), lines)
+
+
+def _write_text(path: str, lines: List[str]) -> str:
     with open(path + ".tmp", "w") as handle:
         handle.write("\n".join(lines) + "\n")
     os.replace(path + ".tmp", path)
@@ -124,7 +181,7 @@ def write_curves(demo) -> str:
         staged = name in ("fcn16s", "fcn8s")
         start = offset if staged else 0
         losses = [(r["iter"] + start, r["loss"]) for r in records if "loss" in r and "mean_iu" not in r]
-        scores = [(r["iter"] + start, r["mean_iu"]) for r in records if "mean_iu" in r]
+        scores = [(r["iter"] + start, 100 * r["mean_iu"]) for r in records if "mean_iu" in r]
         if losses:
             left.plot(*zip(*losses), label=name)
         if scores:
@@ -133,7 +190,7 @@ def write_curves(demo) -> str:
             offset = start + (losses[-1][0] - start + 1 if losses else 0)
     left.set(title="training loss (smoothed, summed over pixels)", xlabel="iteration (staged nets continue)",
              yscale="log")
-    right.set(title="validation mean IU", xlabel="iteration (staged nets continue)")
+    right.set(title="validation mean IU (%)", xlabel="iteration (staged nets continue)")
     left.legend()
     right.legend()
     path = os.path.join(demo.out, "curves.png")

@@ -18,7 +18,7 @@ import numpy as np
 from data_layers.catalog import open_layer
 from fcn.demo import Budget as DemoBudget
 from fcn.demo import nets
-from fcn.demo.run import Demo, StageResult, close_data_layers
+from fcn.demo.run import FCN_LR, Demo, StageResult, close_data_layers
 from netspec import caffe_pb2
 from netspec.prototxt import write_prototxt
 from runner.layers.losses import ClassWeights, LossSampling, set_cell_weighting
@@ -30,7 +30,7 @@ from solvers.solver import Solver
 
 # Summed pixel losses, as the demo: the learning rate of a stage trained from the body, and of the staged
 # 16s and 8s nets fine-tuned from their predecessor.
-BASE_LR, LR_16S, LR_8S = 3e-7, 1e-7, 5e-8
+BASE_LR, LR_16S, LR_8S = FCN_LR["fcn32s"], FCN_LR["fcn16s"], FCN_LR["fcn8s"]
 SAMPLING = (1.0, 0.5, 0.25)
 # Table 8-style grid: (row, train mask, test mask); None keeps the input as it is.
 MASKING = (("reference", None, None), ("reference, test FG masked", None, "foreground"),
