@@ -1,33 +1,49 @@
 # fcn-caffe: `make demo` and `make test` work on a fresh machine (they install what they need).
+# Everything runs in the active virtualenv when there is one, else in a project .venv made on first use,
+# so that a system Python that refuses pip installs (PEP 668: Debian 12+, Ubuntu 23.04+) is never touched.
 PYTHON ?= python3
+VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test nets bench experiments
+ifdef VIRTUAL_ENV
+PY := $(VIRTUAL_ENV)/bin/python
+else
+PY := $(VENV)/bin/python
+endif
+
+.PHONY: install install-test demo test nets bench experiments
+
+$(VENV)/bin/python:
+	@$(PYTHON) -m venv $(VENV) || { echo "could not create $(VENV) with $(PYTHON): on Debian/Ubuntu install python3-venv (apt-get install python3-venv), or activate a virtualenv first" >&2; exit 1; }
 
 # torch first, pinned, so that pip never resolves another (CUDA-laden) build for our `torch>=2.1`.
-install:
-	@$(PYTHON) -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$(TORCH_VERSION)' else 1)" 2>/dev/null \
-		|| $(PYTHON) -m pip install -q torch==$(TORCH_VERSION)
-	@$(PYTHON) -m pip install -q -e '.[test]'
+install: $(PY)
+	@$(PY) -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$(TORCH_VERSION)' else 1)" 2>/dev/null \
+		|| $(PY) -m pip install -q torch==$(TORCH_VERSION)
+	@$(PY) -m pip show -q fcn-caffe >/dev/null 2>&1 && $(PY) -c "import numpy, scipy, matplotlib, google.protobuf, PIL, tqdm" 2>/dev/null \
+		|| $(PY) -m pip install -q -e .
+
+install-test: install
+	@$(PY) -c "import pytest, cv2, onnx, onnxruntime, safetensors" 2>/dev/null || $(PY) -m pip install -q -e '.[test]'
 
 demo: install
-	$(PYTHON) -m fcn demo --out demo
+	$(PY) -m fcn demo --out demo
 
 # experiments/REPORT.md: the paper's ablations (Tables 2, 3, 8, loss sampling, IU bounds) on synthetic VOC
-# data from one convolutionalized classifier (about 12-20 minutes on a 2-core CPU).
+# data from one convolutionalized classifier.
 experiments: install
-	$(PYTHON) -m fcn.experiments --out experiments
+	$(PY) -m fcn.experiments --out experiments
 
-test: install
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
+test: install-test
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 # Every models/<experiment>/*.prototxt, rewritten from its net.py (`python -m models.make_nets --check`
 # only compares).
 nets: install
-	$(PYTHON) -m models.make_nets
+	$(PY) -m models.make_nets
 
 # BENCHMARKS.md and bench/results.json: the runner against plain PyTorch and OpenCV, training, amortization,
 # loading, data layers, scoring, dilation (under 10 minutes on a 2-core CPU). `--quick` checks the harness only.
-bench: install
-	$(PYTHON) -m bench.run
+bench: install-test
+	$(PY) -m bench.run

@@ -189,14 +189,20 @@ class SegDataLayer(Layer):
     def require(self, path: Path, what: str) -> Path:
         """``path`` if it exists, else a DatasetNotFoundError saying where to get the data."""
         if not path.exists():
+            demo = " (`make demo` writes one under demo/data)" if self.kind == "voc" else ""
             raise DatasetNotFoundError(
                 f"{self.dataset} not found: expected {what} {path}. {self.how_to_get} "
-                f"For a synthetic stand-in in the same format run `fcn synth {self.kind} <data dir>` "
-                f"(or `make demo`).")
+                f"For a synthetic stand-in in the same format run `fcn synth {self.kind} --out <data root>`{demo}.")
         return path
 
     def _read_split(self) -> List[str]:
-        path = self.require(self.split_file(), f"split list '{self.split}'")
+        split_file = self.split_file()
+        if not split_file.exists() and split_file.parent.is_dir():
+            known = sorted(p.stem for p in split_file.parent.glob("*.txt"))
+            if known:
+                raise DatasetNotFoundError(f"{self.dataset} at {self.root} has no split '{self.split}' "
+                                           f"({split_file} is missing); its splits: {', '.join(known)}")
+        path = self.require(split_file, f"split list '{self.split}'")
         ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         if not ids:
             raise DatasetNotFoundError(f"{self.dataset}: split list {path} is empty")

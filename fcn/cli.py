@@ -26,10 +26,11 @@ def _print_report(run, out: str) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from fcn.demo import infer_command, run_demo, run_seeds
+    from fcn.demo import TINY_BUDGET, Budget, infer_command, run_demo, run_seeds
+    budget = TINY_BUDGET if args.budget == "tiny" else Budget()
     if args.seeds > 1:
-        return _print_report(lambda out: run_seeds(out, range(args.seeds)), args.out)
-    status = _print_report(run_demo, args.out)
+        return _print_report(lambda out: run_seeds(out, range(args.seeds), budget), args.out)
+    status = _print_report(lambda out: run_demo(out, budget), args.out)
     print(f"label pictures with the trained FCN-8s:\n    {infer_command(args.out)}")
     return status
 
@@ -66,10 +67,15 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(args.model_dir, "train")
     solver = relocate_solver(solver, out, args.data)
     heads = [_parse_head(text) + (False,) for text in args.score or ()]
+    for path in args.weights or ():
+        if not os.path.isfile(path):
+            from models.solve_common import imagenet
+            raise FileNotFoundError(f"--weights {path}: no such file. An FCN starts from a classifier turned "
+                                    f"into its body by net surgery; for VGG16: {imagenet('vgg16').how_to_get}")
     result = train(TrainConfig(solver, weights=args.weights or (), iters=args.iters, score_every=args.score_every,
                                out_dir=out, heads=heads or None))
     print(summary(result))
-    return 0
+    return result.exit_status
 
 
 def _parse_head(text: str) -> tuple:
@@ -167,7 +173,7 @@ def _add_model_commands(commands: "argparse._SubParsersAction") -> None:
     convert.add_argument("--allow-python-layers", **trust)
     convert.set_defaults(run=_convert)
     export = commands.add_parser("export", help="export a deploy net with its weights (ONNX)")
-    export.add_argument("--onnx", action="store_true", required=True, help="write ONNX (the one format so far)")
+    export.add_argument("--onnx", action="store_true", help="write ONNX (the one format so far, and the default)")
     export.add_argument("model", help="deploy prototxt")
     export.add_argument("weights", help="caffemodel")
     export.add_argument("out", help="output .onnx file")
@@ -186,7 +192,7 @@ def _add_model_commands(commands: "argparse._SubParsersAction") -> None:
     timing.set_defaults(run=_time)
     draw = commands.add_parser("draw", help="draw a net's layers as a PNG (no graphviz needed)")
     draw.add_argument("model", help="net prototxt")
-    draw.add_argument("out", help="output PNG")
+    draw.add_argument("out", help="output picture; its suffix picks the format (.png, .svg, .pdf)")
     draw.add_argument("--phase", choices=("all", "train", "test"), default="all",
                       help="draw only the layers of one phase (default: all)")
     draw.set_defaults(run=_draw)
@@ -235,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seeds", type=int, default=1,
                       help="run the demo with seeds 0..N-1 (folders OUT/seed-K) and report mean and spread; "
                            "findings are stated only where the spread allows (default: 1)")
+    demo.add_argument("--budget", choices=("full", "tiny"), default="full",
+                      help="full: the demo as described (default); tiny: a few pictures and iterations per stage, "
+                           "which checks the whole pipeline in under a minute and learns nothing")
     demo.set_defaults(run=_demo)
     experiments = commands.add_parser("experiments", help="the paper's ablations (Tables 2, 3, 8, loss sampling, "
                                                           "IU bounds) on synthetic data; writes REPORT.md")
@@ -242,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.set_defaults(run=_experiments)
     train = commands.add_parser("train", help="train an experiment folder (solver.prototxt + nets) with "
                                               "periodic mean IU scoring")
-    train.add_argument("model_dir")
+    train.add_argument("model_dir", help="folder with solver.prototxt and the nets it names (e.g. models/voc-fcn32s "
+                                         "or a demo stage such as demo/fcn8s)")
     train.add_argument("--data", help="data root in the release's layout (default: the paths in the prototxts)")
     train.add_argument("--weights", action="append", help="initial weights (caffemodel); repeatable")
     train.add_argument("--iters", type=int, help="iterations to run (default: max_iter)")
@@ -257,12 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("kind", choices=("voc", "sbd", "nyud", "siftflow", "context"))
     synth.add_argument("--out", default="data", help="data root (default: data); files go where the release "
                                                      "expects them, e.g. data/pascal/VOC2011")
-    synth.add_argument("--n", type=int, default=8, help="pictures per split")
-    synth.add_argument("--size", default="128x128", help="HxW of the pictures")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--n", type=int, default=8, help="pictures per split (default: 8)")
+    synth.add_argument("--size", default="128x128", help="HxW of the pictures (default: 128x128)")
+    synth.add_argument("--seed", type=int, default=0, help="picks the pictures (default: 0)")
     synth.set_defaults(run=_synth)
     pycaffe = commands.add_parser("pycaffe", help="run an unmodified pycaffe script with `import caffe` "
-                                                  "resolving to fcn-caffe")
+                                                  "resolving to fcn-caffe",
+                                  description="Run SCRIPT as __main__ with `import caffe` (and caffe.proto, "
+                                              "caffe.io, caffe.net_spec, caffe.coord_map) resolving to fcn-caffe.")
     pycaffe.add_argument("script")
     pycaffe.add_argument("args", nargs=argparse.REMAINDER)
     pycaffe.set_defaults(run=_pycaffe)
@@ -283,7 +295,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # bad input, missing or unwritable files: one line, no traceback
         print(f"fcn {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -10,8 +10,10 @@ skips rows runs down a lane to the right of the boxes it passes, so it never cro
 from __future__ import annotations
 
 import io
+import os
 from typing import Dict, List, Optional, Tuple
 
+from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.path import Path
@@ -111,8 +113,13 @@ def _arrow(start: Tuple[float, float], end: Tuple[float, float], lane: Optional[
 
 
 def draw_net(model: PathLike, out: PathLike, phase: Optional[int] = None) -> None:
-    """Draw the net in ``model`` (a prototxt) as a PNG at ``out``, atomically; with ``phase`` only the
-    layers Caffe would build for it (like draw_net.py's ``--phase``)."""
+    """Draw the net in ``model`` (a prototxt) at ``out``, atomically, in the format its suffix names (PNG,
+    SVG, PDF: whatever matplotlib writes); with ``phase`` only the layers Caffe would build for it (like
+    draw_net.py's ``--phase``)."""
+    picture_format = (os.path.splitext(str(out))[1].lstrip(".") or "png").lower()
+    if picture_format not in FigureCanvasBase.get_supported_filetypes():
+        raise ValueError(f"{out}: cannot draw a .{picture_format} file; use one of "
+                         f"{', '.join(sorted(FigureCanvasBase.get_supported_filetypes()))}")
     net = load_net_param(model)
     if phase is not None:
         net = filter_net(net, phase)
@@ -143,5 +150,5 @@ def draw_net(model: PathLike, out: PathLike, phase: Optional[int] = None) -> Non
         x, y = centres[source]
         axes.text(x + 0.06, y - BOX_HEIGHT / 2 - 0.09, blob, fontsize=5, color="#505050", va="center")
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
+    figure.savefig(buffer, format=picture_format, dpi=100)
     write_atomically(out, buffer.getvalue())

@@ -267,4 +267,4 @@ def solve(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) ->
         print(f"{folder.name}/solve.py: error: {err}", file=sys.stderr)
         return 2
     print(summary(result))
-    return 0
+    return result.exit_status

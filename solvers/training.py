@@ -68,6 +68,13 @@ class TrainResult:
     best_mean_iu: Optional[float]
     scores: List[Dict[str, Any]] = field(default_factory=list)
     unset_parameters: List[str] = field(default_factory=list)
+    #: The signal that stopped the run (SIGINT, SIGTERM), None when it ran to its end.
+    stop_signal: Optional[int] = None
+
+    @property
+    def exit_status(self) -> int:
+        """What a command that ran this training exits with: 0, or 128 + the signal (130 for Ctrl-C)."""
+        return 0 if self.stop_signal is None else 128 + int(self.stop_signal)
 
 
 def unset_parameters(net: Any) -> List[str]:
@@ -170,9 +177,9 @@ def train(config: TrainConfig) -> TrainResult:
     if config.restore:
         solver.restore(config.restore)
     suspicious = unset_parameters(solver.net)
-    for layer in suspicious:
-        log.warning("layer '%s': weights still at a constant value (no weights file or surgery set them); "
-                    "the net may predict a single class", layer)
+    if suspicious:
+        log.warning("%d layer(s) with weights still at a constant value (no weights file or surgery set them): "
+                    "%s; the net may predict a single class", len(suspicious), ", ".join(suspicious))
     param = solver.param
     iters = config.iters if config.iters is not None else max(param.max_iter - solver.iter, 0)
     score_every = config.score_every or param.test_interval or iters or 1
@@ -183,7 +190,8 @@ def train(config: TrainConfig) -> TrainResult:
     if not group.is_main:
         param.snapshot = 0
     param.test_interval = 0  # scoring is this loop's job, on its own schedule
-    interrupted = _run(solver, group, records, iters, score_every, config, heads)
+    stop_signal = _run(solver, group, records, iters, score_every, config, heads)
+    interrupted = stop_signal is not None
     if group.is_main and (interrupted or param.snapshot_after_train):
         solver.snapshot()
     distributed.barrier(group)
@@ -191,12 +199,13 @@ def train(config: TrainConfig) -> TrainResult:
     return TrainResult(solver.iter, interrupted, records.log_path if records else "",
                        records.plot_path if records and records.scores else None,
                        records.best_path if records and records.best is not None else None,
-                       records.best if records else None, records.scores if records else [], suspicious)
+                       records.best if records else None, records.scores if records else [], suspicious,
+                       stop_signal)
 
 
 def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Records], iters: int,
-         score_every: int, config: TrainConfig, heads: List[Tuple[str, str, bool]]) -> bool:
-    """Step and score until ``iters`` iterations are done or a signal arrives; True if interrupted."""
+         score_every: int, config: TrainConfig, heads: List[Tuple[str, str, bool]]) -> Optional[int]:
+    """Step and score until ``iters`` iterations are done or a signal arrives; returns that signal."""
     stop = {"signal": None}
     started = time.perf_counter()
     averager = distributed.gradient_averager(solver, group)
@@ -233,7 +242,7 @@ def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Rec
                 log.info("signal %s at iteration %d: snapshotting and stopping", stop["signal"], solver.iter)
                 if records is not None:
                     records.write({"iter": solver.iter, "event": "interrupted"})
-                return True
+                return int(stop["signal"])
             if solver.iter % score_every == 0 and heads:
                 if records is not None:
                     _score(solver, records, config, heads)
@@ -243,7 +252,7 @@ def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Rec
             signal.signal(sig, handler)
         if bar is not None:
             bar.close()
-    return False
+    return None
 
 
 def scored_heads(config: TrainConfig, solver: Solver) -> List[Tuple[str, str, bool]]:

@@ -213,7 +213,7 @@ def test_sigint_snapshots_and_exits_cleanly(tmp_path) -> None:
     from solvers.training import TrainConfig, train
     result = train(TrainConfig({solver!r}, iters=500, score_every=1000, out_dir={str(tmp_path / 'out')!r},
                                progress=False))
-    print("interrupted", result.interrupted, result.iterations)
+    print("interrupted", result.interrupted, result.exit_status, result.iterations)
     """))
     proc = subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ, PYTHONPATH=REPO))
@@ -225,7 +225,7 @@ def test_sigint_snapshots_and_exits_cleanly(tmp_path) -> None:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     iterations = int(out.split()[-1])
-    assert out.startswith("interrupted True") and 0 < iterations < 500
+    assert out.startswith("interrupted True 130") and 0 < iterations < 500
     assert os.path.exists(tmp_path / "snapshots" / f"train_iter_{iterations}.solverstate")
     assert json.loads(log.read_text().splitlines()[-1]) == {"iter": iterations, "event": "interrupted"}
 

@@ -49,3 +49,6 @@ def infer_command(out_dir: str) -> str:
 
 
 from fcn.demo.run import Budget  # noqa: E402  (re-exported for callers that size the run)
+
+#: ``fcn demo --budget tiny``: every stage and output in well under a minute; the nets learn nothing.
+TINY_BUDGET = Budget(images=4, size=(48, 64), classifier=3, fcn32s=4, fcn16s=2, fcn8s=2, atonce=2, score_points=2)
