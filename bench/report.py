@@ -1,7 +1,7 @@
 """BENCHMARKS.md from the raw figures: the targets first, then one section per case that ran."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 MIB = 2**20
 
@@ -226,13 +226,31 @@ SECTIONS: Dict[str, Callable[[Dict[str, Any]], List[str]]] = {
     "scoring": _scoring, "gpu": _gpu, "dilation": _dilation}
 
 
-def render(results: Dict[str, Any]) -> str:
-    """The whole report as Markdown."""
+def fresh_demo_section(record: Optional[Dict[str, Any]]) -> List[str]:
+    """`make demo` timed from a fresh clone (bench/fresh_demo.py's record, measured apart from this run)."""
+    if record is None:
+        return []
+    m = record["machine"]
+    scores = ", ".join(f"{name} {100 * iu:.1f}" for name, iu in record["mean_iu"].items() if iu is not None)
+    return ["## 9. `make demo` from a fresh clone", "",
+            f"`python -m bench.fresh_demo` at commit `{m['commit']}`, {m['date_utc']} UTC: `git clone`, then "
+            "`make demo` with no virtualenv active, so the time includes making `.venv` and installing torch "
+            f"and the rest. {m['logical_cpus']} logical CPUs ({m['cpu']}); load average before "
+            f"{record['load_average_before'][0]:.2f}, after {record['load_average_after'][0]:.2f}.", "",
+            f"| whole `make demo` | install (until stage 1 starts) | demo |", "|---|---|---|",
+            f"| {record['seconds'] / 60:.1f} min | {record['install_seconds']:.0f} s | "
+            f"{(record['seconds'] - record['install_seconds']) / 60:.1f} min |", "",
+            f"Mean IU of that run (seed 0, validation split): {scores}.", ""]
+
+
+def render(results: Dict[str, Any], fresh_demo: Optional[Dict[str, Any]] = None) -> str:
+    """The whole report as Markdown; ``fresh_demo`` is bench/fresh_demo.py's record, when there is one."""
     cases = results["cases"]
     lines = _header(results) + _targets(cases)
     for name, section in SECTIONS.items():
         if name in cases:
             lines += section(cases[name])
+    lines += fresh_demo_section(fresh_demo)
     seconds = sum(results.get("case_seconds", {}).values())
     lines += [f"Whole run: {seconds / 60:.1f} min."]
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
-from bench import report
+from bench import fresh_demo, report
 from bench.cases import amortize, data, dilation, forward, gpu, loading, scoring, training
 from bench.measure import REPO, machine
 from bench.sizes import FULL, QUICK, Sizes
@@ -55,7 +55,15 @@ def run_cases(sizes: Sizes, names: Sequence[str] = tuple(CASES), threads: Option
 def write(results: Dict[str, Any], markdown_path: str, json_path: str) -> None:
     """BENCHMARKS.md and the raw JSON, each replaced atomically."""
     write_atomically(json_path, (json.dumps(results, indent=1) + "\n").encode())
-    write_atomically(markdown_path, report.render(results).encode())
+    write_atomically(markdown_path, report.render(results, fresh_demo_record()).encode())
+
+
+def fresh_demo_record() -> Optional[Dict[str, Any]]:
+    """bench/fresh_demo.py's last record, if it was run."""
+    if not os.path.exists(fresh_demo.RECORD):
+        return None
+    with open(fresh_demo.RECORD) as handle:
+        return json.load(handle)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -69,7 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     keep_freed_memory()  # as the fcn commands do; every contender runs in this process and shares it
     results = run_cases(QUICK if args.quick else FULL, [c for c in args.cases.split(",") if c], args.threads)
     write(results, args.markdown, args.json)
-    print(report.render(results))
+    print(report.render(results, fresh_demo_record()))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ def _train(args: argparse.Namespace) -> int:
                                     f"into its body by net surgery; for VGG16: {imagenet('vgg16').how_to_get}")
     result = train(TrainConfig(solver, weights=args.weights or (), iters=args.iters, score_every=args.score_every,
                                out_dir=out, heads=heads or None))
-    print(summary(result))
+    if result.is_main:
+        print(summary(result))
     return result.exit_status
 
 

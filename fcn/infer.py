@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from pathlib import Path
 from typing import Dict, Iterable, List
 
@@ -70,7 +71,10 @@ def infer_images(segmenter: Segmenter, images: Iterable[PathLike], out_dir: Path
     for path in paths:
         if (out / f"{path.stem}.png").resolve() in sources:
             raise ValueError(f"{path}: its label map would overwrite a picture being labelled; choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file; give a folder for the label maps")
     os.makedirs(out, exist_ok=True)
+    print(f"labelling {len(paths)} picture(s) into {out}", file=sys.stderr, flush=True)
     written: List[Path] = []
     for path in tqdm(paths, desc="infer", unit="image", disable=None):
         rgb = load_rgb(path)

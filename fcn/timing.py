@@ -9,11 +9,13 @@ measurement is bracketed by a device synchronisation, so a layer is charged for 
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple
 
 import torch
+from tqdm import tqdm
 
 from runner.graph import LayerSlot, NetGraph
 from runner.net import Net
@@ -89,7 +91,11 @@ def time_net(net: Net, iterations: int = 50, forward_only: bool = False) -> List
     sync = _synchronizer(graph)
     forward_ms = [0.0] * len(graph.slots)
     backward_ms = [0.0] * len(graph.slots)
-    for iteration in range(iterations + 1):  # the first pass warms up and is not counted
+    passes = "forward" if forward_only else "forward-backward"
+    print(f"timing {iterations} {passes} passes of '{net.name or 'net'}' (one more warms up)", file=sys.stderr,
+          flush=True)
+    for iteration in tqdm(range(iterations + 1), desc="time", unit="pass", disable=None):
+        # the first pass warms up and is not counted
         with torch.set_grad_enabled(not forward_only):
             seen = _forward(graph, sync, forward_ms)
             if not forward_only:

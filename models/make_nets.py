@@ -51,17 +51,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unknown = sorted(set(args.names) - set(folders))
     if unknown:
         parser.error(f"no experiment {', '.join(unknown)}; there are: {', '.join(folders)}")
-    failed = False
+    changed = 0
     for name in args.names or folders:
         experiment = load(folders[name])
+        outdated = stale(folders[name], experiment)
+        changed += len(outdated)
         if args.check:
-            for file in stale(folders[name], experiment):
+            for file in outdated:
                 print(f"stale: models/{name}/{file} (run: make nets)", file=sys.stderr)
-                failed = True
-        else:
+        elif outdated:
             for path in experiment.write(folders[name]):
-                print(path.relative_to(MODELS.parent))
-    return 1 if failed else 0
+                if path.name in outdated:
+                    print(f"rewrote {path.relative_to(MODELS.parent)}")
+    if not args.check and not changed:
+        print("every prototxt already matches its net.py")
+    return 1 if args.check and changed else 0
 
 
 if __name__ == "__main__":

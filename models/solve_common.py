@@ -266,5 +266,6 @@ def solve(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) ->
     except (SetupError, FileNotFoundError, ValueError) as err:  # as `fcn train`: missing data, bad weights
         print(f"{folder.name}/solve.py: error: {err}", file=sys.stderr)
         return 2
-    print(summary(result))
+    if result.is_main:
+        print(summary(result))
     return result.exit_status

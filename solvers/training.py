@@ -10,6 +10,7 @@ rank 0 alone logs, scores and snapshots.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -70,6 +71,8 @@ class TrainResult:
     unset_parameters: List[str] = field(default_factory=list)
     #: The signal that stopped the run (SIGINT, SIGTERM), None when it ran to its end.
     stop_signal: Optional[int] = None
+    #: False on the other ranks of a torchrun job: only rank 0 reports.
+    is_main: bool = True
 
     @property
     def exit_status(self) -> int:
@@ -200,7 +203,7 @@ def train(config: TrainConfig) -> TrainResult:
                        records.plot_path if records and records.scores else None,
                        records.best_path if records and records.best is not None else None,
                        records.best if records else None, records.scores if records else [], suspicious,
-                       stop_signal)
+                       stop_signal, group.is_main)
 
 
 def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Records], iters: int,
@@ -234,19 +237,20 @@ def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Rec
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     end = solver.iter + iters
     try:
-        while solver.iter < end:
-            chunk = min(score_every - solver.iter % score_every, end - solver.iter)
-            try:
-                solver.step(chunk)
-            except _Interrupted:
-                log.info("signal %s at iteration %d: snapshotting and stopping", stop["signal"], solver.iter)
-                if records is not None:
-                    records.write({"iter": solver.iter, "event": "interrupted"})
-                return int(stop["signal"])
-            if solver.iter % score_every == 0 and heads:
-                if records is not None:
-                    _score(solver, records, config, heads)
-                distributed.barrier(group)
+        with _logging_above(bar):
+            while solver.iter < end:
+                chunk = min(score_every - solver.iter % score_every, end - solver.iter)
+                try:
+                    solver.step(chunk)
+                except _Interrupted:
+                    log.info("signal %s at iteration %d: snapshotting and stopping", stop["signal"], solver.iter)
+                    if records is not None:
+                        records.write({"iter": solver.iter, "event": "interrupted"})
+                    return int(stop["signal"])
+                if solver.iter % score_every == 0 and heads:
+                    if records is not None:
+                        _score(solver, records, config, heads)
+                    distributed.barrier(group)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -291,6 +295,14 @@ def _json_metrics(scores: Any) -> Dict[str, Any]:
     metrics = scores.as_dict()
     metrics["per_class_iu"] = [None if v != v else v for v in metrics["per_class_iu"]]
     return metrics
+
+
+def _logging_above(bar: Any) -> Any:
+    """While a progress bar is drawn, log lines (scores, warnings) are printed above it, not glued to it."""
+    if bar is None:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+    return logging_redirect_tqdm()
 
 
 def _progress(total: int, enabled: bool, label: str) -> Any:

@@ -258,10 +258,12 @@ def test_missing_dataset_folder_says_where_and_how(kind: str, tmp_path: Path) ->
     missing = {key: str(tmp_path / "nowhere" / key) for key in params}
     with pytest.raises(DatasetNotFoundError) as caught:
         open_layer(kind, dict(missing, split=SPLITS[kind][0]))
-    assert str(tmp_path / "nowhere") in str(caught.value) and f"fcn synth {kind}" in str(caught.value)
+    assert str(tmp_path / "nowhere") in str(caught.value) and f"fcn synth {kind} --out" in str(caught.value)
     assert "http" in str(caught.value)
-    with pytest.raises(DatasetNotFoundError, match=r"split list 'trainvall'.*trainvall\.txt"):
+    with pytest.raises(DatasetNotFoundError, match=r"no split 'trainvall' \(.*trainvall\.txt is missing\); its splits: ") \
+            as caught:
         open_layer(kind, dict(params, split="trainvall"))
+    assert all(split in str(caught.value) for split in SPLITS[kind])
 
 
 @pytest.mark.parametrize("kind", KINDS)
