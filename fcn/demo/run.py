@@ -26,8 +26,8 @@ class Budget:
     size: tuple = (96, 128)
     classifier: int = 600
     fcn32s: int = 1000
-    fcn16s: int = 800
-    fcn8s: int = 800
+    fcn16s: int = 1000
+    fcn8s: int = 1200
     atonce: int = 1200
     score_points: int = 2
 
