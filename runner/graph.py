@@ -114,6 +114,14 @@ class NetGraph(torch.nn.Module):
         self._stretches: Optional[List[Tuple[int, int, Optional["_CompiledStretch"]]]] = None
         self._float32_blobs: set = set()
 
+    @property
+    def records_gradients(self) -> bool:
+        """Whether a forward records autograd's graph: only where Caffe would back-propagate, i.e. the net
+        has a loss (a top with a loss weight) or force_backward. Caffe runs no layer's backward in a net
+        without either, so a deploy net records nothing and pycaffe's plain ``net.forward()`` costs what
+        ``torch.no_grad()`` code costs."""
+        return self.force_backward or any(self.loss_weights.values())
+
     def set_speed(self, options: SpeedOptions) -> None:
         """Use ``options`` from the next forward on (compiled functions are made afresh)."""
         self.speed = options

@@ -8,6 +8,7 @@ any diffs the user wrote into output blobs, and read back into every blob's ``di
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
@@ -134,7 +135,9 @@ class Net:
         if start == 0:
             self._first_versions = {}
         loss = 0.0
-        losses = self._graph.run(start, end, self._first_versions, self._before_forward, self._after_forward)
+        recording = contextlib.nullcontext() if self._graph.records_gradients else torch.no_grad()
+        with recording:
+            losses = self._graph.run(start, end, self._first_versions, self._before_forward, self._after_forward)
         for value in losses:
             loss += float(value)
         return loss

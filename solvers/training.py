@@ -144,8 +144,8 @@ class _Records:
             top.plot(its, values)
         top.set_ylabel("smoothed loss")
         if self.scores:
-            bottom.plot([s["iter"] for s in self.scores], [s["mean_iu"] for s in self.scores], marker="o")
-        bottom.set_ylabel("mean IU")
+            bottom.plot([s["iter"] for s in self.scores], [100 * s["mean_iu"] for s in self.scores], marker="o")
+        bottom.set_ylabel("mean IU (%)")
         bottom.set_xlabel("iteration")
         temp = f"{self.plot_path}.{os.getpid()}.tmp.png"
         fig.savefig(temp, dpi=80)

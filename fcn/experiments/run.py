@@ -40,18 +40,16 @@ MASKING = (("reference", None, None), ("reference, test FG masked", None, "foreg
 
 @dataclass
 class Budget:
-    """Sizes of the runs. ``images_seen`` is every whole-image run's length in images (FCN-accum takes
-    1/20 as many updates); ``staged`` the 16s and 8s fine-tunings; ``sampling`` the iterations of each
-    loss-sampling run (p < 1 runs see 1/p images per iteration). The defaults take about 11 minutes on two
-    CPU cores of their own (about 0.05 s per whole-image pass; a busy machine is several times slower). 100
-    pictures per split: with the demo's 40, FCN-32s overfits within a few hundred images seen (its
-    validation loss rises), which buries the tables' differences under noise."""
+    """Sizes of the runs of one seed. ``images_seen`` is every whole-image run's length in images
+    (FCN-accum takes 1/20 as many updates); ``staged`` the 16s and 8s fine-tunings; ``sampling`` the
+    iterations of each loss-sampling run (p < 1 runs see 1/p images per iteration). The defaults take
+    about 5 minutes a seed on two idle CPU cores (about 0.035 s per whole-image pass)."""
     images: int = 100
     size: tuple = (96, 128)
-    classifier: int = 1000
-    images_seen: int = 600
+    classifier: int = 600
+    images_seen: int = 400
     staged: int = 300
-    sampling: int = 200
+    sampling: int = 150
     score_points: int = 1
 
 
