@@ -250,7 +250,7 @@ def render(results: Dict[str, Any], fresh_demo: Optional[Dict[str, Any]] = None)
     for name, section in SECTIONS.items():
         if name in cases:
             lines += section(cases[name])
-    lines += fresh_demo_section(fresh_demo)
     seconds = sum(results.get("case_seconds", {}).values())
-    lines += [f"Whole run: {seconds / 60:.1f} min."]
+    lines += [f"Whole `make bench` run: {seconds / 60:.1f} min.", ""]
+    lines += fresh_demo_section(fresh_demo)
     return "\n".join(lines) + "\n"

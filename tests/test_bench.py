@@ -13,7 +13,7 @@ import torch
 
 from bench import report
 from bench.nets import fcn8s_deploy, fcn8s_train, random_image, randomize
-from bench.run import CASES, run_cases, write
+from bench.run import CASES, fresh_demo_record, run_cases, write
 from bench.sizes import QUICK
 from netspec import caffe_pb2
 from netspec.prototxt import parse_prototxt
@@ -72,7 +72,8 @@ def test_quick_bench_runs_every_case_and_writes_the_report(tmp_path):
     loss = results["cases"]["training"]["first_loss"]
     assert loss["solver"] == pytest.approx(loss["plain_pytorch"], rel=1e-4)
     assert all(r["images_per_second"] > 0 for r in results["cases"]["data"]["delivery"])
-    assert report.render(results) == text
+    assert report.render(results, fresh_demo_record()) == text
+    assert "## 9. `make demo` from a fresh clone" in text  # bench/demo_fresh_clone.json is committed
 
 
 def test_channels_last_matches_float32():

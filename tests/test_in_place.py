@@ -77,15 +77,25 @@ def test_without_a_gradient_only_unshared_bottoms_are_overwritten(tmp_path, monk
 
 
 def test_fcn_relus_run_in_place_without_a_gradient_and_give_the_same_blobs():
+    """A deploy net has no loss and no force_backward: Caffe back-propagates nothing there, so a plain
+    ``net.forward()`` records no gradient and its ReLUs run in place, wrapper or not. The same net with
+    force_backward records one, keeps every ReLU out of place, and gives the same blobs."""
     from bench.nets import fcn8s_deploy, randomize
     from bench.sizes import QUICK
-    net = Net(fcn8s_deploy(QUICK), TEST)
+    deploy = fcn8s_deploy(QUICK)
+    relus = sum(layer.type == "ReLU" for layer in deploy.layer)
+    net = Net(deploy, TEST)
     randomize(net)
-    relus = sum(layer.type == "ReLU" for layer in fcn8s_deploy(QUICK).layer)
-    want = _blobs(net, grad=True)
+    recording = caffe_pb2.NetParameter()
+    recording.CopyFrom(deploy)
+    recording.force_backward = True
+    backward_net = Net(recording, TEST)
+    backward_net.share_with(net)
+    want = _blobs(backward_net, grad=True)
+    assert _calls(lambda: _blobs(backward_net, grad=True), "aten::relu_") == 0
+    assert _calls(lambda: _blobs(net, grad=True), "aten::relu_") == relus
     assert _calls(lambda: _blobs(net, grad=False), "aten::relu_") == relus
-    assert _calls(lambda: _blobs(net, grad=True), "aten::relu_") == 0
-    got = _blobs(net, grad=False)
+    got = _blobs(net, grad=True)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
