@@ -44,6 +44,6 @@ nets: install
 	$(PY) -m models.make_nets
 
 # BENCHMARKS.md and bench/results.json: the runner against plain PyTorch and OpenCV, training, amortization,
-# loading, data layers, scoring, dilation (under 10 minutes on a 2-core CPU). `--quick` checks the harness only.
+# loading, data layers, scoring, dilation (under 10 minutes on a 2-core CPU). ARGS=--quick checks the harness only.
 bench: install-test
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(ARGS)

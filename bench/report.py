@@ -21,6 +21,12 @@ TARGETS: Sequence[Target] = (
     ("solver iteration overhead over plain PyTorch <= 10%", "training", lambda c: c["solver_overhead_vs_plain"],
      lambda c: f"{100 * c['solver_overhead_vs_plain']:+.1f}% (CPU time {100 * c['solver_overhead_vs_plain_cpu']:+.1f}%)",
      lambda v: v <= 0.10),
+    ("`caffe.Net(deploy, TEST, weights=...)` of FCN-8s, fresh process, <= 0.6 s", "loading",
+     lambda c: c["ways"]["pycaffe"]["seconds"], lambda c: f"{c['ways']['pycaffe']['seconds']:.2f} s",
+     lambda v: v <= 0.6),
+    ("`caffe.Net(deploy, TEST, weights=...)` peak memory <= 1.2x file size", "loading",
+     lambda c: c["ways"]["pycaffe"]["peak_over_file_size"],
+     lambda c: f"{c['ways']['pycaffe']['peak_over_file_size']:.2f}x", lambda v: v <= 1.2),
     ("caffemodel load (fast path) < 1 s", "loading", lambda c: c["ways"]["fast"]["seconds"],
      lambda c: f"{c['ways']['fast']['seconds']:.2f} s", lambda v: v < 1.0),
     ("caffemodel load peak memory < 1.3x file size", "loading", lambda c: c["ways"]["fast"]["peak_over_file_size"],
@@ -59,9 +65,10 @@ def _header(results: Dict[str, Any]) -> List[str]:
         f"{m['torch_threads']} threads, {m['memory_gib']} GiB; GPU: {m['gpu'] or 'none'}. Python {m['python']}, "
         f"torch {m['torch']}, numpy {m['numpy']}, OpenCV {m['opencv']}, protobuf {m['protobuf']}. "
         f"Load average (1, 5, 15 min) at start: {load}; at end: {end}.",
-        "Host memory: " + ("freed blocks kept in the process for reuse (`runner.host_memory`, as the `fcn` "
-                           "commands run), for every contender alike." if m.get("freed_memory_kept") else
-                           "glibc's defaults (freed large blocks go back to the OS)."), "",
+        "Host memory: " + ("freed blocks kept in the process for reuse (`runner.host_memory`, "
+                           "`make bench ARGS=--keep-freed-memory`), for every contender alike." if m.get("freed_memory_kept") else
+                           "glibc's defaults (freed large blocks go back to the OS), as a pycaffe script runs; every "
+                           "contender alike."), "",
     ]
 
 
@@ -74,7 +81,7 @@ def _targets(cases: Dict[str, Any]) -> List[str]:
 
 
 FORWARD_NAMES = {
-    "runner": "runner (`net.forward()` under `torch.no_grad()`)",
+    "runner": "runner (`net.forward()`, as pycaffe calls it: no wrapper)",
     "plain_pytorch": "plain PyTorch `nn.Module`",
     "opencv_dnn": "OpenCV DNN (`readNetFromCaffe`, its defaults: Winograd 3x3)",
     "opencv_dnn_direct": "OpenCV DNN, `enableWinograd(False)`",
@@ -170,7 +177,8 @@ def _dilation(c: Dict[str, Any]) -> List[str]:
 
 def _loading(c: Dict[str, Any]) -> List[str]:
     size = c["file_bytes"]
-    names = {"fast": "`load_caffemodel` (packed bytes as numpy views)",
+    names = {"pycaffe": "`caffe.Net(deploy, caffe.TEST, weights=...)` (build and load, as pycaffe)",
+             "fast": "`load_caffemodel` (packed bytes as numpy views)",
              "copy_from": "`Net.copy_from` into a built net",
              "protobuf": "protobuf `FromString` + `numpy.array(blob.data)`"}
     rows = [(names[way], f"{v['seconds']:.2f} s", f"{v['peak_bytes_above_start'] / MIB:.0f} MiB",

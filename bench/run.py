@@ -73,8 +73,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--markdown", default=os.path.join(REPO, "BENCHMARKS.md"))
     parser.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"))
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="keep freed host memory for reuse (runner.host_memory, as the fcn commands do); "
+                             "default: glibc's defaults, as a pycaffe script runs")
     args = parser.parse_args(argv)
-    keep_freed_memory()  # as the fcn commands do; every contender runs in this process and shares it
+    if args.keep_freed_memory:
+        keep_freed_memory()  # every contender runs in this process and shares it
     results = run_cases(QUICK if args.quick else FULL, [c for c in args.cases.split(",") if c], args.threads)
     write(results, args.markdown, args.json)
     print(report.render(results, fresh_demo_record()))

@@ -17,17 +17,45 @@ _DEVICE, _HOST = "device", "host"
 
 
 class _Synced:
-    """One tensor plus its lazily made host mirror, with Caffe's head semantics."""
+    """One tensor plus its lazily made host mirror, with Caffe's head semantics. Made with a shape only
+    (``zeros``), it allocates its zeros when first read, as Caffe's SyncedMemory allocates on first use:
+    building a net sizes every blob but spends no memory on activations a forward will replace."""
 
-    __slots__ = ("tensor", "host", "head")
+    __slots__ = ("_tensor", "_shape", "_device", "host", "head")
 
     def __init__(self, tensor: torch.Tensor) -> None:
-        self.tensor = tensor
+        self._tensor: Optional[torch.Tensor] = tensor
+        self._shape, self._device = tuple(tensor.shape), tensor.device
         self.host: Optional[np.ndarray] = None
         self.head = _DEVICE
 
+    @classmethod
+    def zeros(cls, shape: Tuple[int, ...], device: torch.device) -> "_Synced":
+        synced = cls.__new__(cls)
+        synced._tensor, synced._shape, synced._device = None, shape, device
+        synced.host, synced.head = None, _DEVICE
+        return synced
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        if self._tensor is None:
+            self._tensor = torch.zeros(self._shape, dtype=torch.float32, device=self._device)
+        return self._tensor
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return self._shape
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def allocated(self) -> bool:
+        return self._tensor is not None
+
     def set(self, tensor: torch.Tensor) -> None:
-        self.tensor = tensor
+        self._tensor, self._shape, self._device = tensor, tuple(tensor.shape), tensor.device
         self.head = _DEVICE
 
     def numpy(self) -> np.ndarray:
@@ -53,11 +81,13 @@ class _Synced:
         return self.tensor
 
     def to(self, device: torch.device) -> None:
+        if self._tensor is None:
+            self._device = device
+            return
         current = self.current()
         if current.device != device:
-            self.tensor = current.detach().to(device)
+            self.set(current.detach().to(device))
             self.host = None
-            self.head = _DEVICE
 
 
 class Blob:
@@ -65,9 +95,8 @@ class Blob:
 
     def __init__(self, shape: Sequence[int] = (), device: torch.device = torch.device("cpu"),
                  tensor: Optional[torch.Tensor] = None) -> None:
-        if tensor is None:
-            tensor = torch.zeros(tuple(int(d) for d in shape), dtype=torch.float32, device=device)
-        self._data = _Synced(tensor)
+        self._data = _Synced(tensor) if tensor is not None else \
+            _Synced.zeros(tuple(int(d) for d in shape), torch.device(device))
         self._diff: Optional[_Synced] = None
 
     # ----- the arrays -----
@@ -90,7 +119,7 @@ class Blob:
     # ----- shape -----
     @property
     def shape(self) -> Tuple[int, ...]:
-        return tuple(self._data.tensor.shape)
+        return self._data.shape
 
     @property
     def count(self) -> int:
@@ -129,18 +158,16 @@ class Blob:
             raise ValueError(f"Blob.reshape: negative dimension in {new_shape}")
         if new_shape == self.shape:
             return
-        old = self._data.current()
-        if old.numel() == int(np.prod(new_shape, dtype=np.int64)):
-            fresh = old.detach().reshape(new_shape).clone()
-        else:
-            fresh = torch.zeros(new_shape, dtype=old.dtype, device=old.device)
-        self._data.set(fresh)
+        if self._data.allocated and self.count == int(np.prod(new_shape, dtype=np.int64)):
+            self._data.set(self._data.current().detach().reshape(new_shape).clone())
+        else:  # new zeros, allocated when first read
+            self._data = _Synced.zeros(new_shape, self._data.device)
         self._diff = None
 
     # ----- for the runner -----
     @property
     def device(self) -> torch.device:
-        return self._data.tensor.device
+        return self._data.device
 
     def tensor(self) -> torch.Tensor:
         """The current data tensor (host-side writes applied)."""
@@ -168,9 +195,8 @@ class Blob:
             self._diff.to(device)
 
     def _diff_synced(self) -> _Synced:
-        t = self._data.tensor
-        if self._diff is None or tuple(self._diff.tensor.shape) != tuple(t.shape):
-            self._diff = _Synced(torch.zeros(t.shape, dtype=t.dtype, device=t.device))
+        if self._diff is None or self._diff.shape != self._data.shape:
+            self._diff = _Synced.zeros(self._data.shape, self._data.device)
         return self._diff
 
     def __repr__(self) -> str:

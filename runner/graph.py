@@ -113,6 +113,21 @@ class NetGraph(torch.nn.Module):
         self.speed = SpeedOptions()
         self._stretches: Optional[List[Tuple[int, int, Optional["_CompiledStretch"]]]] = None
         self._float32_blobs: set = set()
+        #: Parameters built unfilled (``build_graph(defer_fills=True)``) and their fillers, in creation order.
+        self.deferred_fills: List[Tuple[torch.nn.Parameter, Any]] = []
+
+    def fill_deferred(self, loaded: set) -> None:
+        """Run the fillers of the deferred parameters whose ids are not in ``loaded`` (those a weights file
+        set), in the order the layers made them: weights given to the constructor go straight into the
+        parameters, never through a filler first."""
+        with torch.no_grad():
+            for param, filler in self.deferred_fills:
+                if id(param) not in loaded:
+                    if filler is None:
+                        param.zero_()
+                    else:
+                        fill(param.data, filler)
+        self.deferred_fills = []
 
     @property
     def records_gradients(self) -> bool:
@@ -422,8 +437,10 @@ def load_net_param(source: Any) -> "caffe_pb2.NetParameter":
     return upgrade_net(read_prototxt(os.fspath(source), caffe_pb2.NetParameter))
 
 
-def build_graph(source: Any, phase: int, level: int, stages: List[str], device: torch.device) -> NetGraph:
-    """Caffe's Net::Init on a prototxt path or NetParameter."""
+def build_graph(source: Any, phase: int, level: int, stages: List[str], device: torch.device,
+                defer_fills: bool = False) -> NetGraph:
+    """Caffe's Net::Init on a prototxt path or NetParameter. ``defer_fills``: leave the parameters
+    unfilled (their memory untouched) until ``NetGraph.fill_deferred``, for weights about to be copied in."""
     param = load_net_param(source)
     filtered = filter_net(param, phase, level, stages)
     with_splits = insert_splits(filtered)
@@ -444,7 +461,7 @@ def build_graph(source: Any, phase: int, level: int, stages: List[str], device: 
         if slot.python_host is not None:
             slot.python_host.setup()
         elif not slot.is_input:
-            _create_params(graph, slot, shared, device)
+            _create_params(graph, slot, shared, device, defer_fills)
             _set_top_shapes(graph, slot)
         graph.slots.append(slot)
     _decide_gradients(graph)
@@ -525,7 +542,7 @@ def _param_lr(lp: Any, index: int) -> float:
 
 
 def _create_params(graph: NetGraph, slot: LayerSlot, shared: Dict[str, Tuple[torch.nn.Parameter, Blob]],
-                   device: torch.device) -> None:
+                   device: torch.device, defer_fills: bool = False) -> None:
     bottom_shapes = [graph.blobs[b].shape for b in slot.bottoms]
     try:
         specs = slot.impl.param_specs(bottom_shapes)
@@ -541,12 +558,15 @@ def _create_params(graph: NetGraph, slot: LayerSlot, shared: Dict[str, Tuple[tor
                 raise ValueError(f"layer '{slot.name}': shared param '{share_name}' has shape {tuple(param.shape)}, "
                                  f"this layer needs {tuple(spec.shape)}")
         else:
-            data = torch.zeros(tuple(spec.shape), dtype=torch.float32)
-            if spec.filler is not None:
-                fill(data, spec.filler)
-            param = torch.nn.Parameter(data.to(device))
-            p_blob = Blob(tensor=param)
-            p_blob.set_diff_tensor(torch.zeros_like(data, device=device))
+            if defer_fills:
+                param = torch.nn.Parameter(torch.empty(tuple(spec.shape), dtype=torch.float32, device=device))
+                graph.deferred_fills.append((param, spec.filler))
+            else:
+                data = torch.zeros(tuple(spec.shape), dtype=torch.float32)
+                if spec.filler is not None:
+                    fill(data, spec.filler)
+                param = torch.nn.Parameter(data.to(device))
+            p_blob = Blob(tensor=param)  # its diff is allocated at the first backward or .diff access
             if share_name:
                 shared[share_name] = (param, p_blob)
         slot.params.append(param)
@@ -554,28 +574,36 @@ def _create_params(graph: NetGraph, slot: LayerSlot, shared: Dict[str, Tuple[tor
 
 
 def _set_top_shapes(graph: NetGraph, slot: LayerSlot) -> None:
-    """Size the tops by running the layer on meta tensors (no arithmetic, no memory)."""
+    """Size the tops: by the layer's own rule where it has one, else on meta tensors."""
     if slot.python_host is not None:
         slot.python_layer.reshape(slot.python_host.bottoms, slot.python_host.tops)
         return
-    meta_bottoms = [torch.empty(graph.blobs[b].shape, device="meta") for b in slot.bottoms]
-    meta_params = [torch.empty(tuple(p.shape), device="meta") for p in slot.params]
+    bottom_shapes = [graph.blobs[b].shape for b in slot.bottoms]
     try:
-        with torch.no_grad():
-            tops = slot.impl.forward(meta_bottoms, meta_params)
+        shapes = slot.impl.top_shapes(bottom_shapes, [tuple(p.shape) for p in slot.params])
+        if shapes is None:
+            shapes = meta_top_shapes(slot, bottom_shapes)
     except ValueError:
         raise
     except Exception as err:
         raise ValueError(f"layer '{slot.name}' ({slot.type}) cannot take bottoms of shapes "
-                         f"{[tuple(t.shape) for t in meta_bottoms]}: {err}") from err
-    if len(tops) != len(slot.tops):
-        raise ValueError(f"layer '{slot.name}' ({slot.type}) makes {len(tops)} tops, the prototxt names "
+                         f"{[tuple(s) for s in bottom_shapes]}: {err}") from err
+    if len(shapes) != len(slot.tops):
+        raise ValueError(f"layer '{slot.name}' ({slot.type}) makes {len(shapes)} tops, the prototxt names "
                          f"{len(slot.tops)}")
-    for name, tensor in zip(slot.tops, tops):
-        _check_count(slot, f"top '{name}'", tensor.shape)
+    for name, shape in zip(slot.tops, shapes):
+        _check_count(slot, f"top '{name}'", shape)
         blob = graph.blobs[name]
-        if blob.shape != tuple(tensor.shape):
-            blob.reshape(*tensor.shape)
+        if blob.shape != tuple(shape):
+            blob.reshape(*shape)
+
+
+def meta_top_shapes(slot: LayerSlot, bottom_shapes: Sequence[Sequence[int]]) -> List[Tuple[int, ...]]:
+    """The tops' shapes from running the layer on meta tensors (no arithmetic, no memory)."""
+    meta_bottoms = [torch.empty(tuple(shape), device="meta") for shape in bottom_shapes]
+    meta_params = [torch.empty(tuple(p.shape), device="meta") for p in slot.params]
+    with torch.no_grad():
+        return [tuple(t.shape) for t in slot.impl.forward(meta_bottoms, meta_params)]
 
 
 def _decide_gradients(graph: NetGraph) -> None:

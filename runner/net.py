@@ -54,12 +54,13 @@ class Net:
         phase, weights = _resolve_constructor_args(args, phase, weights)
         self.phase = phase
         self._device = device_mode.current_device()
-        self._graph: NetGraph = build_graph(network_file, phase, level, list(stages or ()), self._device)
+        self._graph: NetGraph = build_graph(network_file, phase, level, list(stages or ()), self._device,
+                                            defer_fills=weights is not None)
         self._before_forward: List[Any] = []
         self._after_forward: List[Any] = []
         self._first_versions: Dict[str, torch.Tensor] = {}
         if weights is not None:
-            self.copy_from(weights)
+            self._graph.fill_deferred(copy_weights_from(self._graph, weights, adopt=True))
 
     # ----- pycaffe attributes -----
     @property

@@ -8,7 +8,7 @@ Net::ToProto so that real Caffe (and our own loader) reads the file back bit for
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -24,10 +24,17 @@ def _legacy_equal(source: Tuple[int, ...], target: Tuple[int, ...]) -> bool:
     return tuple(source) == (1,) * (4 - len(target)) + tuple(target)
 
 
-def copy_weights_from(graph, filename: str) -> None:
-    """Copy every blob of the caffemodel's layers into the same-named layers of ``graph``."""
+def copy_weights_from(graph, filename: str, adopt: bool = False) -> Set[int]:
+    """Copy every blob of the caffemodel's layers into the same-named layers of ``graph``; returns the ids
+    of the tensors it wrote.
+
+    ``adopt`` (a net being built, whose parameters nobody holds yet): CPU float32 parameters take the
+    decoded arrays themselves as their storage instead of a copy. The file's bytes are then the weights:
+    no second copy, no page faults writing one, peak memory about the file's size.
+    """
     _, params = load_caffemodel(filename)
     slots = {slot.name: slot for slot in graph.slots}
+    loaded: Set[int] = set()
     for layer_name, arrays in params.items():
         slot = slots.get(layer_name)
         if slot is None:
@@ -43,8 +50,15 @@ def copy_weights_from(graph, filename: str) -> None:
                                  f"caffemodel has {tuple(array.shape)}, net expects {want} (rename the layer to "
                                  f"learn it from scratch)")
             values = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32).reshape(want))
+            target = blob.tensor()
             with torch.no_grad():
-                blob.tensor().copy_(values)
+                if adopt and isinstance(target, torch.nn.Parameter) and target.device.type == "cpu" \
+                        and array.dtype == np.float32:
+                    target.data = values
+                else:
+                    target.copy_(values)
+            loaded.add(id(target))
+    return loaded
 
 
 def _target_blobs(slot) -> List:

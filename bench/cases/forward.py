@@ -61,9 +61,10 @@ def run(sizes: Sizes, scratch: str) -> Dict[str, Any]:
     net.save(caffemodel)
 
     def forward(which: Net) -> Callable[[], torch.Tensor]:
+        """``net.forward()`` exactly as a pycaffe script calls it: no ``torch.no_grad()`` around it (a deploy
+        net records no gradient by itself, as Caffe back-propagates nothing there)."""
         def call() -> torch.Tensor:
-            with torch.no_grad():
-                which.forward()
+            which.forward()
             return which.blobs["score"].tensor()
         return call
 

@@ -5,7 +5,9 @@ which reports its seconds and its peak resident memory above what it held just b
 process's own high-water mark (``VmHWM``, reset just before the timed call), not ``ru_maxrss``: Linux
 carries the parent's resident size at fork into a child's ``ru_maxrss``, and the parent here holds the
 net that wrote the file. The ways:
-``fast`` is netspec.caffemodel.load_caffemodel (numpy views of the packed bytes); ``copy_from`` is
+``pycaffe`` is what a pycaffe script writes, ``caffe.Net(deploy, caffe.TEST, weights=...)``: building the
+net and loading its weights, timed from before the constructor (its imports done); ``fast`` is
+netspec.caffemodel.load_caffemodel (numpy views of the packed bytes); ``copy_from`` is
 ``Net.copy_from`` into a net built beforehand (the net's own parameters are not counted); ``protobuf`` is
 ``NetParameter.FromString`` and ``numpy.array`` over each blob's repeated ``data`` field.
 """
@@ -24,7 +26,7 @@ from bench.sizes import Sizes
 from netspec import caffe_pb2
 from netspec.prototxt import write_prototxt
 
-WAYS = ("fast", "copy_from", "protobuf")
+WAYS = ("pycaffe", "fast", "copy_from", "protobuf")
 
 
 def _status_bytes(field: str) -> int:
@@ -52,6 +54,9 @@ def _protobuf_decode(model: str) -> None:
 
 def _prepare(way: str, model: str, prototxt: str) -> Callable[[], Any]:
     """What to time for ``way``, with its set-up (imports, the net) done before the baseline is taken."""
+    if way == "pycaffe":
+        import fcn.caffe as caffe
+        return lambda: caffe.Net(prototxt, caffe.TEST, weights=model)
     if way == "fast":
         from netspec.caffemodel import load_caffemodel
         return lambda: load_caffemodel(model)

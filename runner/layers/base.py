@@ -43,6 +43,13 @@ class Layer:
     def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
+    def top_shapes(self, bottom_shapes: Sequence[Shape], param_shapes: Sequence[Shape]) -> Optional[List[Shape]]:
+        """The tops' shapes, checked as ``forward`` checks them, where the layer can say without running;
+        None: the net runs ``forward`` on meta tensors instead. Worth it for the common layers: torch
+        computes some meta shapes through Python references whose first use imports torch._dynamo and
+        sympy, over a second of every fresh process's first net."""
+        return None
+
     #: True where the layer hands out tensors it keeps from one pass to the next (DummyData's constants):
     #: nothing may overwrite those in place.
     keeps_tops = False

@@ -119,28 +119,38 @@ class _ConvBase(Layer):
     def _output_size(self, g: _Geometry, i: int, size: int) -> int:
         raise NotImplementedError
 
-    def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
-        self.check_bottoms(1, None, bottoms)
-        shape = tuple(bottoms[0].shape)
+    def _checked(self, bottom_shapes: Sequence[Shape], weight_shape: Shape) -> Tuple[_Geometry, int, Shape]:
+        """Geometry, channel axis and top shape, after Caffe's checks on the bottoms and the weights."""
+        self.check_bottoms(1, None, bottom_shapes)
+        shape = tuple(bottom_shapes[0])
         g = self._geometry(len(shape))
         axis = canonical_axis(self, self.p.axis, len(shape))
-        weight = params[0]
-        bias = params[1] if self.p.bias_term else None
-        expected = weight.shape[0] if self.transposed else weight.shape[1] * self.p.group
+        expected = weight_shape[0] if self.transposed else weight_shape[1] * self.p.group
         if shape[axis] != expected:
             raise self._error(f"input size incompatible with convolution kernel: bottom {shape} has "
                               f"{shape[axis]} channels on axis {axis}, the weights expect {expected}")
-        for i, size in enumerate(shape[axis + 1:]):
-            if self._output_size(g, i, size) <= 0:
-                raise self._error(f"bottom {shape} is too small for kernel {g.kernel}, stride {g.stride}, "
-                                  f"pad {g.pad}, dilation {g.dilation}: output size would be "
-                                  f"{self._output_size(g, i, size)}")
+        spatial = tuple(self._output_size(g, i, size) for i, size in enumerate(shape[axis + 1:]))
+        if min(spatial) <= 0:
+            raise self._error(f"bottom {shape} is too small for kernel {g.kernel}, stride {g.stride}, "
+                              f"pad {g.pad}, dilation {g.dilation}: output size would be {spatial}")
+        for other in bottom_shapes[1:]:
+            if tuple(other) != shape:
+                raise self._error(f"all bottoms must have the same shape: {shape} vs {tuple(other)}")
+        return g, axis, shape[:axis] + (self.p.num_output,) + spatial
+
+    def top_shapes(self, bottom_shapes: Sequence[Shape], param_shapes: Sequence[Shape]) -> List[Shape]:
+        top = self._checked(bottom_shapes, tuple(param_shapes[0]))[2]
+        return [top] * len(bottom_shapes)
+
+    def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
+        weight = params[0]
+        bias = params[1] if self.p.bias_term else None
+        g, axis, _ = self._checked([tuple(b.shape) for b in bottoms], tuple(weight.shape))
+        shape = tuple(bottoms[0].shape)
         op = (_DECONV if self.transposed else _CONV)[len(g.kernel)]
         lead = shape[:axis]
         tops = []
         for x in bottoms:
-            if tuple(x.shape) != shape:
-                raise self._error(f"all bottoms must have the same shape: {shape} vs {tuple(x.shape)}")
             batched = x.reshape((math.prod(lead),) + shape[axis:])
             y = self._transform_domain(batched, weight, bias, g)
             if y is None:

@@ -1,12 +1,12 @@
 """Layers over several same-shaped blobs or fan-out of one: Eltwise (SUM/PROD/MAX), Split, Silence."""
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import torch
 
 from netspec import caffe_pb2
-from runner.layers.base import Layer
+from runner.layers.base import Layer, Shape
 from runner.registry import register
 
 _OP = caffe_pb2.EltwiseParameter
@@ -48,16 +48,21 @@ class Eltwise(Layer):
         if self.coeff and self.operation != _OP.SUM:
             raise ValueError(f"layer '{self.name}' (Eltwise): coeff is only allowed with operation SUM")
 
-    def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
-        self.check_bottoms(2, None, bottoms)
-        if self.coeff and len(self.coeff) != len(bottoms):
-            raise ValueError(f"layer '{self.name}' (Eltwise): {len(self.coeff)} coeff for {len(bottoms)} "
+    def top_shapes(self, bottom_shapes: Sequence[Shape], param_shapes: Sequence[Shape]) -> List[Shape]:
+        """The bottoms' one shape, after checking they agree and match ``coeff``."""
+        self.check_bottoms(2, None, bottom_shapes)
+        if self.coeff and len(self.coeff) != len(bottom_shapes):
+            raise ValueError(f"layer '{self.name}' (Eltwise): {len(self.coeff)} coeff for {len(bottom_shapes)} "
                              f"bottoms; give one per bottom")
-        shape = tuple(bottoms[0].shape)
-        for b in bottoms[1:]:
-            if tuple(b.shape) != shape:
-                raise ValueError(f"layer '{self.name}' (Eltwise): bottom shapes {shape} and {tuple(b.shape)} "
+        shape = tuple(bottom_shapes[0])
+        for other in bottom_shapes[1:]:
+            if tuple(other) != shape:
+                raise ValueError(f"layer '{self.name}' (Eltwise): bottom shapes {shape} and {tuple(other)} "
                                  f"differ; all must be equal")
+        return [shape]
+
+    def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
+        self.top_shapes([tuple(b.shape) for b in bottoms], ())
         if self.operation == _OP.SUM:
             return [self._sum(bottoms)]
         if self.operation == _OP.PROD:
@@ -94,6 +99,10 @@ class Eltwise(Layer):
 class Split(Layer):
     """One bottom copied to every top. Caffe's tops share the bottom's memory and their diffs are summed
     into the bottom's; separate views give both (autograd adds the gradients of views)."""
+
+    def top_shapes(self, bottom_shapes: Sequence[Shape], param_shapes: Sequence[Shape]) -> List[Shape]:
+        self.check_bottoms(1, 1, bottom_shapes)
+        return [tuple(bottom_shapes[0])] * len(self.layer_param.top)
 
     def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
         self.check_bottoms(1, 1, bottoms)

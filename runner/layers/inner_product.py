@@ -45,15 +45,25 @@ class InnerProduct(Layer):
             specs.append(ParamSpec((self.num_output,), self.bias_filler))
         return specs
 
-    def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
-        self.check_bottoms(1, 1, bottoms)
-        x = bottoms[0]
-        lead, k = self._split(tuple(x.shape))
-        weight = params[0]
-        k_weight = weight.shape[0] if self.transpose else weight.shape[1]
+    def _checked(self, bottom_shapes: Sequence[Shape], weight_shape: Shape) -> tuple:
+        """(leading shape, K) of the one bottom, after checking K against the weights."""
+        self.check_bottoms(1, 1, bottom_shapes)
+        shape = tuple(bottom_shapes[0])
+        lead, k = self._split(shape)
+        k_weight = weight_shape[0] if self.transpose else weight_shape[1]
         if k != k_weight:
             raise ValueError(f"layer '{self.name}' (InnerProduct): input size incompatible with inner product "
-                             f"parameters: bottom {tuple(x.shape)} gives K = {k}, weights expect {k_weight}")
+                             f"parameters: bottom {shape} gives K = {k}, weights expect {k_weight}")
+        return lead, k
+
+    def top_shapes(self, bottom_shapes: Sequence[Shape], param_shapes: Sequence[Shape]) -> List[Shape]:
+        lead, _ = self._checked(bottom_shapes, tuple(param_shapes[0]))
+        return [lead + (self.num_output,)]
+
+    def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
+        weight = params[0]
+        lead, k = self._checked([tuple(b.shape) for b in bottoms], tuple(weight.shape))
+        x = bottoms[0]
         rows = x.reshape(math.prod(lead), k)
         bias = params[1] if self.bias_term else None
         y = F.linear(rows, weight.t() if self.transpose else weight, bias)

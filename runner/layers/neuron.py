@@ -21,6 +21,10 @@ TRAIN = caffe_pb2.TRAIN
 class _NeuronLayer(Layer):
     """One bottom, one top; subclasses implement ``activate``."""
 
+    def top_shapes(self, bottom_shapes: Sequence[Shape], param_shapes: Sequence[Shape]) -> List[Shape]:
+        self.check_bottoms(1, 1, bottom_shapes)
+        return [tuple(bottom_shapes[0])]
+
     def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
         self.check_bottoms(1, 1, bottoms)
         return [self.activate(bottoms[0], params)]

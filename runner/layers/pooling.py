@@ -10,12 +10,12 @@ larger value in row-major order in both Caffe and torch, so autograd routes grad
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from runner.layers.base import Layer
+from runner.layers.base import Layer, Shape
 from runner.registry import register
 
 _MAX, _AVE, _STOCHASTIC = 0, 1, 2
@@ -121,19 +121,30 @@ class Pooling(Layer):
             return (getattr(p, name + "_h"), getattr(p, name + "_w"))
         return (getattr(p, name), getattr(p, name))
 
-    def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
-        self.check_bottoms(1, 1, bottoms)
-        x = bottoms[0]
-        if x.dim() != 4:
-            raise self._error(f"input must have 4 axes (N, C, H, W), got shape {tuple(x.shape)}")
-        size = (x.shape[2], x.shape[3])
+    def _checked(self, bottom_shapes: Sequence[Shape]) -> Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
+        """(input size, kernel, output size) of the one 4-D bottom, after Caffe's checks."""
+        self.check_bottoms(1, 1, bottom_shapes)
+        shape = tuple(bottom_shapes[0])
+        if len(shape) != 4:
+            raise self._error(f"input must have 4 axes (N, C, H, W), got shape {shape}")
+        size = (shape[2], shape[3])
         kernel = size if self.kernel is None else self.kernel
         clip = self.pad != (0, 0)
         out = tuple(caffe_pooled_size(n, k, s, p, self.ceil, clip)
                     for n, k, s, p in zip(size, kernel, self.stride, self.pad))
         if min(out) <= 0:
-            raise self._error(f"bottom {tuple(x.shape)} is too small for kernel {kernel}, "
+            raise self._error(f"bottom {shape} is too small for kernel {kernel}, "
                               f"stride {self.stride}, pad {self.pad}: output size {out}")
+        return size, kernel, out
+
+    def top_shapes(self, bottom_shapes: Sequence[Shape], param_shapes: Sequence[Shape]) -> List[Shape]:
+        out = self._checked(bottom_shapes)[2]
+        top = tuple(bottom_shapes[0][:2]) + out
+        return [top, top] if self.want_mask else [top]
+
+    def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
+        size, kernel, out = self._checked([tuple(b.shape) for b in bottoms])
+        x = bottoms[0]
         plan = _plan(size, kernel, self.stride, self.pad, out, self.ceil)
         if self.method == _AVE:
             return [self._average(x, plan, size, kernel)]
