@@ -5,8 +5,8 @@ Every class has a fixed look (colour, texture, texture period and angle) and a f
 same in every dataset and every seed, so a net trained on one synthetic split transfers to another. A
 scene is two "stuff" regions split by a wavy horizon (sky/ground, wall/floor, background) with objects
 drawn over them. Every third class is a fine structure -- bars, specks or rings 5 to 8 pixels
-across, well under the 32-pixel cell of a stride-32 prediction and over the 8-pixel cell of a stride-8
-one -- so that a stride-32 net cannot resolve them and a stride-8 one can. Solid objects span a quarter
+across, a fraction of the 32-pixel cell of a stride-32 prediction and about one 8-pixel cell of a
+stride-8 one -- so that a stride-32 net cannot resolve them and a stride-8 one can. Solid objects span a quarter
 to three quarters of the picture's short side, as PASCAL's objects do: at stride 32 a picture of 96x128
 is only 3x4 cells, and with smaller objects even a perfect stride-8 net could not pass about 45 mean IU
 (``fcn bounds``).
