@@ -43,6 +43,12 @@ DEFAULT_PREFETCH = 4
 DEFAULT_WORKERS = 2
 
 
+def is_plain_name(sample_id: str) -> bool:
+    """Whether a split-file id can only name a file inside its folder: no separators, no '..', no NUL (an
+    id like ``../../x`` or ``/abs/x`` would read, or with save_predictions write, outside the dataset)."""
+    return sample_id not in (".", "..") and not any(c in sample_id for c in "/\\\0")
+
+
 class SegDataLayer(Layer):
     """Base of the dataset layers; the module docstring lists the shared ``param_str`` keys.
 
@@ -206,4 +212,9 @@ class SegDataLayer(Layer):
         ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         if not ids:
             raise DatasetNotFoundError(f"{self.dataset}: split list {path} is empty")
+        for number, sample_id in enumerate(ids, start=1):
+            if not is_plain_name(sample_id):
+                raise BadSampleError(path, f"entry {number} ({sample_id[:80]!r}) is not a plain sample id: ids name "
+                                           f"files inside {self.root} (and predictions inside the output folder), "
+                                           f"so they may not hold '/', '\\', '..' or NUL")
         return ids

@@ -9,6 +9,7 @@ fine structures so that finer output strides measurably help.
 ``write_dataset(kind, out_dir, n, size, seed)`` is the entry point (``fcn synth`` wraps it); ``scenes``
 regenerates the exact pictures and ground truth a writer wrote, for tests and demos.
 """
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple, Union
@@ -20,6 +21,7 @@ from data_layers.encoders import save_jpeg, save_mat, save_palette_png, save_png
 from data_layers.layout import KINDS, SIFTFLOW_SUBSET, dataset_params
 from data_layers.scenes import Recipe, Scene, render
 from data_layers.transforms import VOID
+from netspec.atomic import write_atomically
 
 PathLike = Union[str, Path]
 Size = Tuple[int, int]
@@ -221,14 +223,45 @@ WRITERS = {"voc": write_voc, "sbd": write_sbd, "nyud": write_nyud, "siftflow": w
            "context": write_context}
 
 
+#: Left in every folder ``write_dataset`` fills, before the first sample: the proof that the folder's files
+#: are ours to overwrite. A folder with files and without it may be a real dataset.
+MARKER = ".fcn-synth.json"
+
+
+def _owned_folders(kind: str, params: Dict[str, str]) -> List[Path]:
+    """The folders a writer fills: its layer keys' folders (PASCAL-Context's VOC2010 only, within the
+    ``pascal`` folder that may also hold a real VOC2011)."""
+    if kind == "context":
+        return [Path(params["voc_dir"]) / "VOC2010", Path(params["context_dir"])]
+    return [Path(folder) for folder in params.values()]
+
+
+def _claim(kind: str, params: Dict[str, str], force: bool, description: dict) -> None:
+    """Refuse to write into a folder holding files that no earlier ``write_dataset`` wrote (unless
+    ``force``), then mark every folder as ours."""
+    folders = _owned_folders(kind, params)
+    for folder in folders:
+        if force or (folder / MARKER).exists() or not folder.is_dir():
+            continue
+        foreign = next(folder.iterdir(), None)
+        if foreign is not None:
+            raise FileExistsError(f"{folder} already holds files that fcn synth did not write (e.g. {foreign.name}); "
+                                  f"refusing to overwrite them: choose another data root, or force it "
+                                  f"(fcn synth --force)")
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomically(folder / MARKER, (json.dumps(description) + "\n").encode())
+
+
 def write_dataset(kind: str, out_dir: PathLike, n: int = 8, size: Size = (128, 128),
-                  seed: int = 0) -> Dict[str, str]:
+                  seed: int = 0, force: bool = False) -> Dict[str, str]:
     """Write synthetic dataset ``kind`` (voc|sbd|nyud|siftflow|context) under data root ``out_dir``.
 
     ``n`` pictures per split, each at most ``size`` = (height, width) (VOC, SBD and Context vary it down
     to 3/4, as real VOC pictures vary); ``seed`` fixes everything. Files go where the release expects
     them (e.g. ``<out_dir>/pascal/VOC2011``). Returns the layer's folder keys for ``param_str``, e.g.
-    ``{'voc_dir': '<out_dir>/pascal/VOC2011'}``.
+    ``{'voc_dir': '<out_dir>/pascal/VOC2011'}``. A folder that already holds files not written here (a
+    real dataset, say) is refused with FileExistsError unless ``force``.
     """
     if kind not in WRITERS:
         raise ValueError(f"unknown dataset kind {kind!r}; known: {', '.join(KINDS)}")
@@ -237,4 +270,6 @@ def write_dataset(kind: str, out_dir: PathLike, n: int = 8, size: Size = (128, 1
     height, width = (int(v) for v in size)
     if height < 8 or width < 8:
         raise ValueError(f"pictures must be at least 8x8, got {height}x{width}")
+    _claim(kind, dataset_params(kind, out_dir), force,
+           {"kind": kind, "n": n, "size": [height, width], "seed": int(seed)})
     return WRITERS[kind](out_dir, n, (height, width), int(seed))

@@ -49,7 +49,11 @@ def _pycaffe(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from data_layers.synthetic import write_dataset
     height, width = _parse_size(args.size)
-    keys = write_dataset(args.kind, args.out, n=args.n, size=(height, width), seed=args.seed)
+    try:
+        keys = write_dataset(args.kind, args.out, n=args.n, size=(height, width), seed=args.seed, force=args.force)
+    except FileExistsError as err:
+        print(f"fcn synth: {err}", file=sys.stderr)
+        return 1
     for key, folder in keys.items():
         print(f"{key}: {folder}")
     return 0
@@ -271,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--n", type=int, default=8, help="pictures per split (default: 8)")
     synth.add_argument("--size", default="128x128", help="HxW of the pictures (default: 128x128)")
     synth.add_argument("--seed", type=int, default=0, help="picks the pictures (default: 0)")
+    synth.add_argument("--force", action="store_true", help="write even into folders holding files that fcn synth "
+                                                            "did not write (a real dataset's files get overwritten)")
     synth.set_defaults(run=_synth)
     pycaffe = commands.add_parser("pycaffe", help="run an unmodified pycaffe script with `import caffe` "
                                                   "resolving to fcn-caffe",

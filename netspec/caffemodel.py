@@ -15,7 +15,6 @@ CaffemodelError with one line naming the file; writes are atomic.
 """
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import zlib
@@ -26,7 +25,7 @@ import numpy as np
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
 
-from netspec import caffe_pb2, wire
+from netspec import caffe_pb2, limits, wire
 from netspec.atomic import PathLike, write_atomically
 
 Layer = Union["caffe_pb2.LayerParameter", "caffe_pb2.V1LayerParameter"]
@@ -78,8 +77,15 @@ def load_caffemodel(path: PathLike) -> Tuple["caffe_pb2.NetParameter", Params]:
     blobs are not in the dict; if two layers share a name the later one wins,
     as in Caffe's CopyTrainedLayersFrom.
     """
+    net, layers = load_caffemodel_layers(path)
+    return net, dict(layers)
+
+
+def load_caffemodel_layers(path: PathLike) -> Tuple["caffe_pb2.NetParameter", List[Tuple[str, List[np.ndarray]]]]:
+    """As ``load_caffemodel``, with the arrays as ``(layer name, arrays)`` in file order, every layer that
+    has blobs, two layers of one name included (a dict would keep only the later)."""
     net, per_layer = _load_net(Path(path))
-    return net, {_layer_name(layer): arrays for layer, arrays in zip(_layers(net), per_layer) if arrays}
+    return net, [(_layer_name(layer), arrays) for layer, arrays in zip(_layers(net), per_layer) if arrays]
 
 
 def read_caffemodel(path: PathLike) -> "caffe_pb2.NetParameter":
@@ -111,6 +117,12 @@ def with_blob_data(net: "caffe_pb2.NetParameter", params: Mapping[str, Sequence[
     if unused:
         raise ValueError(f"params for layers the net does not have: {', '.join(sorted(unused))}")
     return full
+
+
+def fill_layer_blobs(layer: Layer, arrays: Sequence[np.ndarray]) -> None:
+    """Put ``arrays`` into this one layer's blobs (see with_blob_data): for writers that go layer by layer,
+    as two layers may share a name."""
+    _fill_layer(layer, _layer_name(layer), arrays)
 
 
 def save_caffemodel(path: PathLike, net: "caffe_pb2.NetParameter",
@@ -181,13 +193,28 @@ def _read_buffer(path: Path, expected: str) -> bytearray:
         raise CaffemodelError(f"{path}: cannot read it as a {expected} ({error.strerror or error})") from None
     del buf[got:]
     if buf[:2] == _GZIP_MAGIC:
-        try:
-            buf = bytearray(gzip.decompress(buf))
-        except (EOFError, OSError, zlib.error) as error:
-            raise CaffemodelError(f"{path}: corrupt or truncated gzip data ({error})") from None
+        buf = _gunzip(path, buf)
     if not buf:
         raise CaffemodelError(f"{path}: empty file, expected a {expected}")
     return buf
+
+
+def _gunzip(path: Path, compressed: bytearray, chunk: int = 1 << 26) -> bytearray:
+    """The gunzipped bytes, decompressed a chunk at a time so that a gzip bomb stops at the limit."""
+    limit = limits.DECOMPRESSED_BYTES
+    out = bytearray()
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pending = bytes(compressed)
+    try:
+        while pending and not inflater.eof:
+            out += inflater.decompress(pending, chunk)
+            pending = inflater.unconsumed_tail
+            limit.check(len(out), f"{path}: gunzipped")
+        if not inflater.eof:
+            raise EOFError("the gzip stream ends early")
+    except (EOFError, zlib.error) as error:
+        raise CaffemodelError(f"{path}: corrupt or truncated gzip data ({error})") from None
+    return out
 
 
 def _parse(path: Path, buf: bytearray, message_class: type, schema: dict, expected: str
@@ -198,6 +225,8 @@ def _parse(path: Path, buf: bytearray, message_class: type, schema: dict, expect
         return message_class.FromString(stripped), units
     except (wire.WireError, DecodeError) as error:
         raise CaffemodelError(f"{path}: not a valid {expected}: {error}") from None
+    except limits.ResourceLimitError as error:
+        raise limits.ResourceLimitError(f"{path}: {error}") from None
 
 
 def _split_top(buf: bytearray, descriptor: Descriptor, schema: dict
@@ -212,8 +241,13 @@ def _split_top(buf: bytearray, descriptor: Descriptor, schema: dict
     known = {field.number: (field.name, wire.allowed_wire_types(field)) for field in descriptor.fields}
     kept = bytearray()
     units: Dict[int, List[List[np.ndarray]]] = {number: [] for number in schema}
+    occurrences = 0
     for field in wire.fields(buf, 0, len(buf)):
         name, allowed = known.get(field.number, (None, None))
+        if field.number in schema:
+            occurrences += 1
+            if occurrences > limits.NET_LAYERS.value:
+                limits.NET_LAYERS.check(occurrences, f"{descriptor.name} entries ({name})")
         if allowed is not None and field.wire not in allowed:
             raise wire.WireError(field.start, f"field {field.number} ({name}) of {descriptor.name} "
                                               f"has wire type {field.wire}")
@@ -272,9 +306,16 @@ def _strip_blob(buf: bytearray, start: int, end: int, arrays: List[np.ndarray]) 
     return bytes(kept)
 
 
+#: Caffe's Blob refuses more than INT_MAX values.
+_MAX_COUNT = 2 ** 31 - 1
+
+
 def _shaped(path: Path, flat: np.ndarray, proto: "caffe_pb2.BlobProto", what: str) -> np.ndarray:
     """``flat`` reshaped to the blob's declared shape; a count mismatch names the file and blob."""
     shape = blob_shape(proto)
+    if any(dim < 0 or dim > _MAX_COUNT for dim in shape):
+        raise CaffemodelError(f"{path}: {what} declares shape {shape}: every dimension must be 0..{_MAX_COUNT} "
+                              f"(Caffe's blob limit)")
     if flat.size != math.prod(shape):
         raise CaffemodelError(f"{path}: {what} declares shape {shape} ({math.prod(shape)} values) "
                               f"but holds {flat.size} values")

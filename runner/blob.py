@@ -60,9 +60,7 @@ class _Synced:
 
     def numpy(self) -> np.ndarray:
         """The host array; on a device, copied over and marked as the current head (the caller may write)."""
-        t = self.tensor
-        if t.dim() == 0:  # pycaffe shows a 0-axis blob (a loss) as one value of shape (1,)
-            t = t.reshape(1)
+        t = self.tensor  # a 0-axis blob (a loss, an accuracy) stays 0-d, as real pycaffe shows it
         if t.device.type == "cpu":
             return t.detach().numpy()
         if self.head == _DEVICE:
@@ -185,6 +183,12 @@ class Blob:
             self._diff = _Synced(tensor)
         else:
             self._diff.set(tensor)
+
+    def fill_diff_if_unset(self, value: float) -> None:
+        """Caffe's SetLossWeights: a loss-weighted top's diff holds its weight in every element, the seed of
+        backward. Written where the diff is unset or sized for an earlier shape; a diff the user wrote stays."""
+        if self._diff is None or self._diff.shape != self._data.shape:
+            self.set_diff_tensor(torch.full(self.shape, float(value), device=self.device))
 
     def has_diff(self) -> bool:
         return self._diff is not None

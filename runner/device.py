@@ -5,6 +5,9 @@ reads ``current_device()`` whenever it runs and moves itself if the mode changed
 """
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 
 _state = {"gpu": False, "device_id": 0}
@@ -15,9 +18,23 @@ def set_mode_cpu() -> None:
     _state["gpu"] = False
 
 
+#: Set to 1 to let ``set_mode_gpu`` continue on the CPU (with a warning) where no CUDA device exists.
+CPU_FALLBACK_VARIABLE = "FCN_CAFFE_GPU_FALLBACK_TO_CPU"
+
+
 def set_mode_gpu() -> None:
-    """Run every net on the selected CUDA device; falls back to the CPU (with no error) when CUDA is absent,
-    so that pycaffe scripts written for a GPU still run on a laptop."""
+    """Run every net on the selected CUDA device. Without one, refuse, as real Caffe aborts at the first
+    GPU forward ("Cannot use GPU in CPU-only Caffe"): a script that asked for a GPU and silently ran on
+    the CPU would take hours where the user expected minutes. Setting FCN_CAFFE_GPU_FALLBACK_TO_CPU=1
+    runs such scripts on the CPU anyway, with a warning."""
+    if not torch.cuda.is_available():
+        if os.environ.get(CPU_FALLBACK_VARIABLE) == "1":
+            warnings.warn("set_mode_gpu: no CUDA device; running on the CPU "
+                          f"({CPU_FALLBACK_VARIABLE}=1)", RuntimeWarning, stacklevel=2)
+            return
+        raise RuntimeError("set_mode_gpu: PyTorch sees no CUDA device (torch.cuda.is_available() is False); "
+                           "call set_mode_cpu() instead, install a CUDA build of torch, or set "
+                           f"{CPU_FALLBACK_VARIABLE}=1 to run GPU scripts on the CPU")
     _state["gpu"] = True
 
 

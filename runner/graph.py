@@ -278,7 +278,9 @@ class NetGraph(torch.nn.Module):
         tensors, grads = [], []
         for name in self.output_names + [n for n in self.loss_weights if n not in self.output_names]:
             blob = self.blobs[name]
-            if name not in self.loss_weights and not blob.has_diff():
+            if name in self.loss_weights:
+                blob.fill_diff_if_unset(self.loss_weights[name])
+            elif not blob.has_diff():
                 continue
             tensor = blob.tensor()
             if tensor.requires_grad:
@@ -465,7 +467,7 @@ def build_graph(source: Any, phase: int, level: int, stages: List[str], device: 
             _set_top_shapes(graph, slot)
         graph.slots.append(slot)
     _decide_gradients(graph)
-    graph.output_names = [name for name in graph.blobs if name in available]
+    graph.output_names = sorted(available)  # Caffe collects the leftover blobs in a std::set
     graph.param_list = torch.nn.ParameterList(list({id(p): p for s in graph.slots for p in s.params}.values()))
     return graph
 
@@ -481,9 +483,11 @@ def _make_slot(graph: NetGraph, lp: Any, phase: int, search: List[str], device: 
     if not weights and default and slot.tops:
         weights = [default]
         lp.loss_weight.append(default)  # Caffe's LossLayer records it in its LayerParameter too
-    if len(weights) > len(slot.tops):
-        raise ValueError(f"layer '{lp.name}' ({lp.type}): {len(weights)} loss_weight values for {len(slot.tops)} tops")
-    slot.top_loss_weights = weights + [0.0] * (len(slot.tops) - len(weights))
+    if weights and len(weights) != len(slot.tops):
+        # Caffe's Layer::SetLossWeights: none, or one per top (a loss layer's default counts as one)
+        raise ValueError(f"layer '{lp.name}' ({lp.type}): {len(weights)} loss_weight value(s) for {len(slot.tops)} "
+                         f"top(s); loss_weight must be unspecified or specified once per top blob")
+    slot.top_loss_weights = weights or [0.0] * len(slot.tops)
     return slot
 
 
@@ -518,7 +522,7 @@ def _create_tops(graph: NetGraph, slot: LayerSlot, device: torch.device) -> None
         weight = slot.top_loss_weights[i]
         if weight:
             graph.loss_weights[name] = weight
-            graph.blobs[name].set_diff_tensor(torch.full((), float(weight), device=device))
+            graph.blobs[name].fill_diff_if_unset(weight)
     if slot.is_input:
         shapes = list(slot.layer_param.input_param.shape)
         if len(shapes) not in (1, len(slot.tops)):
@@ -596,6 +600,8 @@ def _set_top_shapes(graph: NetGraph, slot: LayerSlot) -> None:
         blob = graph.blobs[name]
         if blob.shape != tuple(shape):
             blob.reshape(*shape)
+        if name in graph.loss_weights:
+            blob.fill_diff_if_unset(graph.loss_weights[name])
 
 
 def meta_top_shapes(slot: LayerSlot, bottom_shapes: Sequence[Sequence[int]]) -> List[Tuple[int, ...]]:

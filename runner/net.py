@@ -20,7 +20,6 @@ from netspec import caffe_pb2
 from runner import device as device_mode
 from runner.blob import Blob
 from runner.graph import LayerSlot, NetGraph, SpeedOptions, build_graph
-from netspec.caffemodel import with_blob_data
 from runner.weights import copy_weights_from, net_to_proto, save_caffemodel
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
@@ -255,8 +254,7 @@ class Net:
 
     def to_proto(self) -> "caffe_pb2.NetParameter":
         """The instantiated net with its weights, as ``save`` writes it."""
-        net, arrays = net_to_proto(self._graph)
-        return with_blob_data(net, arrays)
+        return net_to_proto(self._graph)
 
     # ----- speed -----
     def set_speed(self, channels_last: bool = False, autocast: Optional[torch.dtype] = None,

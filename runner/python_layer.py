@@ -59,6 +59,26 @@ def _importable_from(folders: Sequence[str]) -> Iterator[None]:
                 sys.path.remove(f)
 
 
+#: The FCN release's data-layer modules (``python_param { module: "voc_layers" }``) and the modules here that
+#: implement the same classes, so the release's prototxts run without the release's files on the path.
+#: A module of that name that can be imported (the user's own copy) always wins.
+RELEASE_MODULES = {
+    "voc_layers": "data_layers.voc",
+    "nyud_layers": "data_layers.nyud",
+    "siftflow_layers": "data_layers.siftflow",
+    "pascalcontext_layers": "data_layers.pascalcontext",
+}
+
+
+def _import_layer_module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name != name or name not in RELEASE_MODULES:
+            raise
+    return importlib.import_module(RELEASE_MODULES[name])
+
+
 def instantiate(layer_param: Any, phase: int, search_folders: Sequence[str] = ()) -> Any:
     """Create the user's layer object named by ``python_param.module``/``.layer`` (never evaluated code:
     only an import and an attribute look-up)."""
@@ -68,7 +88,7 @@ def instantiate(layer_param: Any, phase: int, search_folders: Sequence[str] = ()
         raise ValueError(f"{where}: python_param needs both 'module' and 'layer'")
     with _importable_from(search_folders):
         try:
-            module = importlib.import_module(pp.module)
+            module = _import_layer_module(pp.module)
         except Exception as err:  # ImportError, or any error the module raises while it loads
             raise ValueError(f"{where}: cannot import module {pp.module!r}: {type(err).__name__}: {err}") from err
     cls = getattr(module, pp.layer, None)

@@ -170,8 +170,9 @@ def train(config: TrainConfig) -> TrainResult:
     """Run the solve loop; see the module docstring."""
     group = distributed.init_from_environment()
     solver = get_solver(config.solver_path)
-    if solver.param.solver_mode == caffe_pb2.SolverParameter.GPU and not group.active:
-        set_device(solver.param.device_id)  # as the `caffe train` tool honours solver_mode/device_id
+    if solver.param.HasField("solver_mode") and solver.param.solver_mode == caffe_pb2.SolverParameter.GPU \
+            and not group.active:
+        set_device(solver.param.device_id)  # as the `caffe train` tool honours an explicit solver_mode/device_id
         set_mode_gpu()
     for path in config.weights:
         solver.net.copy_from(path)

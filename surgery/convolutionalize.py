@@ -29,7 +29,7 @@ def convolutionalize(classifier_prototxt: PathLike, classifier_caffemodel: PathL
     classifier = Net(os.fspath(classifier_prototxt), caffe_pb2.TEST, weights=os.fspath(classifier_caffemodel))
     body = fcn_body if isinstance(fcn_body, caffe_pb2.NetParameter) else os.fspath(fcn_body)
     fcn = Net(body, caffe_pb2.TEST)
-    report = transplant(fcn, classifier)
+    report = transplant(fcn, classifier, echo=False)
     if report.untouched:
         logger.warning("convolutionalize: %s keep their fillers (not in the classifier)", ", ".join(report.untouched))
     fcn.save(os.fspath(out_caffemodel))

@@ -1,8 +1,10 @@
 """Bilinear upsampling kernels for FCN's Deconvolution layers (the release's ``surgery.interp``).
 
 FCN fixes its upsampling layers to bilinear interpolation: a CxC deconvolution whose weight is the
-bilinear kernel on the diagonal (class c only feeds class c) and zero elsewhere. Caffe's own bilinear
-filler puts the kernel on every (input, output) pair instead, which mixes classes; hence this step.
+bilinear kernel on the diagonal (class c only feeds class c). Caffe's own bilinear filler puts the
+kernel on every (input, output) pair instead, which mixes classes; hence this step. As in the release,
+only the diagonal is written: the release's prototxts leave these weights at their zero default filler,
+so the rest is zero there, and a user script that relies on keeping other entries keeps them.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ def upsample_filt(size: int) -> np.ndarray:
 
 
 def interp(net, layers: Iterable[str]) -> None:
-    """Set each named Deconvolution layer's weights to the diagonal bilinear kernel."""
+    """Write the bilinear kernel on the diagonal of each named Deconvolution layer's weights."""
     for name in layers:
         if name not in net.params:
             raise ValueError(f"interp: net has no layer '{name}' with parameters")
@@ -30,7 +32,4 @@ def interp(net, layers: Iterable[str]) -> None:
                              f"(or the layer must be grouped, k == 1)")
         if h != w:
             raise ValueError(f"interp: layer '{name}' has a non-square {h}x{w} kernel")
-        kernel = upsample_filt(h)
-        values = np.zeros((m, k, h, w), dtype=np.float32)
-        values[range(m), range(k) if k == m else 0, :, :] = kernel
-        weight.data[...] = values
+        weight.data[range(m), range(k) if k == m else 0, :, :] = upsample_filt(h)

@@ -3,20 +3,18 @@
 This is how FCN starts from an ImageNet classifier: the classifier's InnerProduct weights hold the
 same numbers, in the same row-major order, as the convolutions that replace them (fc6's 4096x25088
 matrix is the 4096x512x7x7 kernel read flat), so a flat copy is all the "convolutionalization" needs.
-A blob whose shape differs but whose size matches is therefore coerced, not refused; a blob whose
-size differs cannot be the same layer and is an error. Everything is checked before anything is
-written, so a failed transplant leaves the new net untouched.
+
+The behaviour is the release's to the letter, because a user running the release's ``solve.py`` may
+import this package in place of the release's ``surgery.py``: blobs of another shape are filled flat
+(numpy's ``.flat`` assignment: a smaller source repeats, a larger one is cut), each move is printed on
+stdout with the release's wording and spacing, and the report says what happened.
 """
 from __future__ import annotations
 
-import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 Shape = Tuple[int, ...]
 COPY, COERCE, DROP = "copy", "coerce", "drop"
@@ -35,12 +33,24 @@ class ParamMove:
 
     @property
     def line(self) -> str:
-        """The release's log line for this move, so logs from either tool read the same."""
+        """The release's printed line for this move (Python's print puts a space around ``' -> '`` too)."""
         if self.action == DROP:
             return f"dropping {self.layer}" + ("" if self.index is None else f" {self.index}")
         if self.action == COERCE:
             return f"coercing {self.layer} {self.index} from {self.old_shape} to {self.new_shape}"
-        return f"copying {self.layer} -> {self.new_layer} {self.index}"
+        return f"copying {self.layer}  ->  {self.new_layer} {self.index}"
+
+    @property
+    def resized(self) -> bool:
+        """A coercion between blobs of different sizes: the release fills it anyway (repeating or cutting)."""
+        return self.action == COERCE and _count(self.old_shape) != _count(self.new_shape)
+
+
+def _count(shape: Optional[Shape]) -> int:
+    count = 1
+    for dim in shape or ():
+        count *= dim
+    return count
 
 
 @dataclass
@@ -71,7 +81,7 @@ class TransplantReport:
 
 
 def _plan(new_net: Any, net: Any, suffix: str = "") -> TransplantReport:
-    """Decide every move without writing; raises ValueError on a blob whose value count differs."""
+    """Decide every move, in the release's order, without writing."""
     report = TransplantReport()
     for layer, blobs in net.params.items():
         new_layer = layer + suffix
@@ -84,10 +94,6 @@ def _plan(new_net: Any, net: Any, suffix: str = "") -> TransplantReport:
                 report.moves.append(ParamMove(DROP, layer, new_layer, index))
                 break
             old_shape, new_shape = tuple(blob.shape), tuple(new_blobs[index].shape)
-            if math.prod(old_shape) != math.prod(new_shape):
-                raise ValueError(f"transplant: {layer} blob {index} has shape {old_shape} "
-                                 f"({math.prod(old_shape)} values) but {new_layer} blob {index} "
-                                 f"has shape {new_shape} ({math.prod(new_shape)} values)")
             action = COPY if old_shape == new_shape else COERCE
             report.moves.append(ParamMove(action, layer, new_layer, index, old_shape, new_shape))
     filled = {m.new_layer for m in report.moves if m.action != DROP}
@@ -95,17 +101,18 @@ def _plan(new_net: Any, net: Any, suffix: str = "") -> TransplantReport:
     return report
 
 
-def transplant(new_net: Any, net: Any, suffix: str = "") -> TransplantReport:
+def transplant(new_net: Any, net: Any, suffix: str = "", echo: bool = True) -> TransplantReport:
     """Copy ``net``'s parameters into ``new_net`` layer by layer (new name = old name + ``suffix``).
 
-    Blobs of equal shape are copied; blobs of equal size and another shape (fully connected into
-    convolution) are copied flat; layers or extra blobs the new net lacks are dropped. Each move is
-    logged at INFO with the release's wording and returned in the report.
+    Blobs of equal shape are copied; blobs of another shape are filled flat, as the release does (fully
+    connected into convolution: same values, same order); layers or extra blobs the new net lacks are
+    dropped. Each move is printed with the release's wording unless ``echo`` is False, and returned in the
+    report (``report.coerced``, and ``move.resized`` where the sizes differed).
     """
     report = _plan(new_net, net, suffix)
     for move in report.moves:
-        logger.info(move.line)
+        if echo:
+            print(move.line)
         if move.action != DROP:
-            target = new_net.params[move.new_layer][move.index].data
-            target[...] = np.asarray(net.params[move.layer][move.index].data).reshape(target.shape)
+            new_net.params[move.new_layer][move.index].data.flat = np.asarray(net.params[move.layer][move.index].data).flat
     return report

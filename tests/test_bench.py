@@ -155,7 +155,7 @@ def test_bf16_autocast_keeps_outputs_and_losses_float32():
     image = random_image((1, 3, QUICK.image, QUICK.image)).numpy()
     label = np.random.default_rng(0).integers(0, QUICK.classes, (1, 1, QUICK.image, QUICK.image)).astype(np.float32)
     with torch.no_grad():
-        want_loss = float(train.forward(data=image, label=label)["loss"][0])
+        want_loss = float(train.forward(data=image, label=label)["loss"])
         want_score = train.blobs["score"].tensor().clone()
     train.set_speed(autocast=torch.bfloat16)
     with torch.no_grad():
@@ -163,7 +163,7 @@ def test_bf16_autocast_keeps_outputs_and_losses_float32():
     assert train.blobs["conv1_1"].tensor().dtype == torch.bfloat16      # the convolutions did run in bf16
     assert train.blobs["loss"].tensor().dtype == torch.float32
     assert _relative_error(train.blobs["score"].tensor(), want_score) < 3e-2
-    assert float(got_loss[0]) == pytest.approx(want_loss, rel=3e-2)
+    assert float(got_loss) == pytest.approx(want_loss, rel=3e-2)
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
@@ -245,10 +245,10 @@ def test_python_layers_stay_eager_and_see_float32(tmp_path):
     image = random_image((1, 3, 16, 16)).numpy()
     label = np.random.default_rng(0).integers(0, 4, (1, 1, 16, 16)).astype(np.float32)
     with torch.no_grad():
-        want = float(net.forward(data=image, label=label)["loss"][0])
+        want = float(net.forward(data=image, label=label)["loss"])
     net.set_speed(compile="aot_eager", autocast=torch.bfloat16)
     with torch.no_grad():
-        got = float(net.forward(data=image, label=label)["loss"][0])
+        got = float(net.forward(data=image, label=label)["loss"])
     assert [(net.graph.slots[first].name, stretch is None) for first, _, stretch in net.graph._plan()] == \
         [("input", True), ("conv1", False), ("double", True), ("score", False)]
     assert net.blobs["conv1"].tensor().dtype == torch.float32  # what the Python layer reads

@@ -22,6 +22,7 @@ from netspec.googlenet import fcn_googlenet
 from netspec.net_spec import L, NetSpec
 from netspec.prototxt import read_prototxt, write_prototxt
 from runner.net import TEST, TRAIN, Net
+from runner.python_layer import RELEASE_MODULES
 
 EXPERIMENTS = [
     "voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet",
@@ -37,14 +38,9 @@ RELEASED_NETS = [(name, path.name) for name in RELEASED
                  for path in sorted((REFERENCE / name).glob("*.prototxt"))
                  if path.name != "solver.prototxt"]
 
-# The intended differences from the release, undone before comparing: our data layer modules,
+# The intended differences from the release, undone before comparing: our data layer modules
+# (runner.python_layer.RELEASE_MODULES),
 # and dataset paths relative to models/<experiment>/ rather than to the release's folders.
-RELEASE_MODULES = {
-    "voc_layers": "data_layers.voc",
-    "nyud_layers": "data_layers.nyud",
-    "siftflow_layers": "data_layers.siftflow",
-    "pascalcontext_layers": "data_layers.pascalcontext",
-}
 UP_DIRS = re.compile(r"^(\.\./)+")
 
 

@@ -7,6 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 
 from caffe_cases import ROOT, Case, assert_close
 from netspec import caffe_pb2
@@ -161,15 +162,20 @@ def test_v1_net_and_legacy_caffemodel_run_like_caffe() -> None:
             assert_close(net.blobs[name].data, want, 1e-5, f"{prototxt}: {name}")
 
 
-def test_set_mode_gpu_falls_back_to_cpu_without_cuda() -> None:
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no CUDA device exists")
+def test_set_mode_gpu_without_cuda_refuses_unless_fallback_is_asked(monkeypatch) -> None:
+    """Real Caffe aborts a GPU forward without a GPU; a silent CPU run would hide it."""
     from runner import device
-    import torch
-    device.set_mode_gpu()
+    monkeypatch.delenv(device.CPU_FALLBACK_VARIABLE, raising=False)
+    with pytest.raises(RuntimeError, match="no CUDA device.*set_mode_cpu"):
+        device.set_mode_gpu()
+    monkeypatch.setenv(device.CPU_FALLBACK_VARIABLE, "1")
     try:
+        with pytest.warns(RuntimeWarning, match="running on the CPU"):
+            device.set_mode_gpu()
         net = _net_from_text(SMALL)
         net.forward()
-        expected = "cuda" if torch.cuda.is_available() else "cpu"
-        assert net.graph.blobs["pool"].device.type == expected
+        assert net.graph.blobs["pool"].device.type == "cpu"
     finally:
         device.set_mode_cpu()
 

@@ -14,7 +14,7 @@ from scipy.ndimage import uniform_filter
 from data_layers import classes
 from data_layers.encoders import voc_palette
 from data_layers.layout import KINDS, SIFTFLOW_SUBSET
-from data_layers.synthetic import RECIPES, SPLITS, scenes, write_dataset
+from data_layers.synthetic import MARKER, RECIPES, SPLITS, scenes, write_dataset
 from data_layers.transforms import VOID
 
 RELEASE_SPLITS = {"voc": ("train", "val", "seg11valid"), "sbd": ("train", "val"),
@@ -31,7 +31,7 @@ def test_release_layout_and_split_names(kind: str, tmp_path: Path) -> None:
     params = write_dataset(kind, tmp_path, n=N, size=SIZE)
     assert SPLITS[kind] == RELEASE_SPLITS[kind]
     assert all(Path(folder).is_dir() and Path(folder).is_relative_to(tmp_path) for folder in params.values())
-    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and p.name != MARKER)
     per_sample = {"voc": 2, "sbd": 2, "nyud": 4, "siftflow": 3, "context": 2}[kind]
     lists = [f for f in files if f.endswith(".txt") and "labels" not in f]
     assert sorted(Path(f).stem for f in lists) == sorted(RELEASE_SPLITS[kind])

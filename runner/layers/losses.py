@@ -77,13 +77,12 @@ def _ignore_label(loss_param: Any) -> Optional[int]:
 
 class _SoftmaxLoss(torch.autograd.Function):
     """Softmax + multinomial log loss with Caffe's backward: ``(p - onehot) * top_diff / normalizer``
-    at counted pixels, 0 at ignored ones. Also returns the probabilities (no gradient flows back
-    through them: Caffe ignores the diff of that second top)."""
+    at counted pixels, 0 at ignored ones."""
 
     @staticmethod
     def forward(ctx: Any, scores: torch.Tensor, index: torch.Tensor, valid: torch.Tensor, axis: int,
                 layout: Tuple[int, int, int], mode: int,
-                weight: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         outer, classes, inner = layout
         prob = torch.softmax(scores, dim=axis)
         picked = prob.reshape(outer, classes, inner).gather(1, index)
@@ -94,11 +93,10 @@ class _SoftmaxLoss(torch.autograd.Function):
         loss = torch.where(valid, nll, 0.0).sum() / norm
         ctx.save_for_backward(prob, index, valid, norm, weight)
         ctx.layout = layout
-        ctx.mark_non_differentiable(prob)
-        return loss, prob
+        return loss
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: torch.Tensor, grad_prob: torch.Tensor) -> Tuple[Any, ...]:
+    def backward(ctx: Any, grad_loss: torch.Tensor) -> Tuple[Any, ...]:
         prob, index, valid, norm, weight = ctx.saved_tensors
         outer, classes, inner = ctx.layout
         diff = prob.reshape(outer, classes, inner).clone()
@@ -166,14 +164,20 @@ def set_cell_weighting(net: Any, layer_name: str, policy: Optional[CellWeighting
 @register("SoftmaxWithLoss")
 class SoftmaxWithLoss(Layer):
     """``-sum log(max(p[label], FLT_MIN)) / normalizer`` over non-ignored predictions, softmax along
-    ``softmax_param.axis``; an optional second top receives the probabilities. ``cell_weighting``
-    (set from Python, see ``set_cell_weighting``) may drop or weight cells; shape inference skips it."""
+    ``softmax_param.axis``. ``cell_weighting`` (set from Python, see ``set_cell_weighting``) may drop or
+    weight cells; shape inference skips it. One top only: real Caffe refuses a second (probability) top at
+    construction, because its inner Softmax layer inherits the loss_weight list and fails Caffe's "once per
+    top blob" check whatever the prototxt says; a net that ran here would abort there."""
 
     default_loss_weight = 1.0
     cell_weighting: Optional[CellWeighting] = None
 
     def __init__(self, layer_param: Any, phase: int) -> None:
         super().__init__(layer_param, phase)
+        if len(layer_param.top) > 1:
+            raise ValueError(f"layer '{self.name}' (SoftmaxWithLoss): {len(layer_param.top)} tops; Caffe allows one "
+                             f"(its inner Softmax fails 'loss_weight must be unspecified or specified once per top "
+                             f"blob'): take the probabilities from a separate Softmax layer")
         self.ignore_label = _ignore_label(layer_param.loss_param)
         self.mode = normalization_mode(layer_param.loss_param, _NORM.VALID)
         self.axis = int(layer_param.softmax_param.axis)
@@ -187,8 +191,7 @@ class SoftmaxWithLoss(Layer):
         weight = None
         if self.cell_weighting is not None and not scores.is_meta:
             valid, weight = self.cell_weighting(index, valid)
-        loss, prob = _SoftmaxLoss.apply(scores, index, valid, axis, layout, self.mode, weight)
-        return [loss, prob] if len(self.layer_param.top) > 1 else [loss]
+        return [_SoftmaxLoss.apply(scores, index, valid, axis, layout, self.mode, weight)]
 
 
 @register("SigmoidCrossEntropyLoss")
