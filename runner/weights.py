@@ -63,7 +63,7 @@ def copy_weights_from_hdf5(graph, filename: str, adopt: bool = False) -> Set[int
     comes here for HDF5 files); returns the ids of the tensors it wrote. ``adopt`` as there."""
     layers = load_weights_hdf5(filename)
     slots = {slot.name: slot for slot in graph.slots}
-    shared = _shared_blob_ids(graph)
+    borrowed = _borrowed_blobs(graph)
     loaded: Set[int] = set()
     for layer_name, blobs in layers.items():
         slot = slots.get(layer_name)
@@ -77,7 +77,7 @@ def copy_weights_from_hdf5(graph, filename: str, adopt: bool = False) -> Set[int
         for index, blob in enumerate(targets):
             array = blobs.get(index)
             if array is None:
-                if id(blob.tensor()) in shared:
+                if (layer_name, index) in borrowed:
                     continue  # shared from an earlier layer, which the file holds it under
                 raise ValueError(f"{filename}: layer '{layer_name}' has no blob data/{layer_name}/{index}, the "
                                  f"net's layer '{layer_name}' ({slot.type}) has {len(targets)} blobs")
@@ -107,15 +107,18 @@ def _set_blob(blob, array: np.ndarray, adopt: bool, loaded: Set[int]) -> None:
     loaded.add(id(target))
 
 
-def _shared_blob_ids(graph) -> Set[int]:
-    """Ids of parameter tensors that a layer uses but an earlier layer owns (Caffe's param_owners_ != -1)."""
-    seen: Set[int] = set()
-    shared: Set[int] = set()
+def _borrowed_blobs(graph) -> Set[Tuple[str, int]]:
+    """(layer, blob index) of the parameters a layer shares from an earlier layer, which owns them (Caffe's
+    param_owners_ != -1)."""
+    owned: Set[int] = set()
+    borrowed: Set[Tuple[str, int]] = set()
     for slot in graph.slots:
-        for blob in _target_blobs(slot):
+        for index, blob in enumerate(_target_blobs(slot)):
             key = id(blob.tensor())
-            (shared if key in seen else seen).add(key)
-    return shared
+            if key in owned:
+                borrowed.add((slot.name, index))
+            owned.add(key)
+    return borrowed
 
 
 def _target_blobs(slot) -> List:
@@ -143,11 +146,11 @@ def net_to_proto(graph) -> Tuple["caffe_pb2.NetParameter", Dict[str, List[np.nda
 def save_weights_to_hdf5(graph, filename: str, write_diff: bool = False) -> None:
     """Write a ``.caffemodel.h5`` (atomically) as Net::ToHDF5: a group per layer with the blobs it owns;
     ``write_diff`` adds every blob's diff, shared ones included."""
-    shared = _shared_blob_ids(graph)
+    borrowed = _borrowed_blobs(graph)
     layers: List[Tuple[str, LayerBlobs, Optional[LayerBlobs]]] = []
     for slot in graph.slots:
         blobs = _target_blobs(slot)
-        data = {i: _host(blob.tensor()) for i, blob in enumerate(blobs) if id(blob.tensor()) not in shared}
+        data = {i: _host(blob.tensor()) for i, blob in enumerate(blobs) if (slot.name, i) not in borrowed}
         diffs = {i: _host(blob.diff_tensor()) for i, blob in enumerate(blobs)} if write_diff else None
         layers.append((slot.name, data, diffs))
     save_weights_hdf5(filename, layers)
