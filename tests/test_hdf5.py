@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from caffe_cases import ROOT
-from netspec import caffe_pb2
 from netspec.hdf5 import HDF5FormatError
 from runner.net import TEST, TRAIN, Net
 from solvers.api import get_solver
@@ -204,14 +203,19 @@ layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
 """
 
 
+def shared_net_file(folder) -> str:
+    path = folder / "shared.prototxt"
+    path.write_text(SHARED_NET)
+    return str(path)
+
+
 def test_shared_weights_are_written_once_and_load_back(tmp_path):
-    prototxt = tmp_path / "shared.prototxt"
-    prototxt.write_text(SHARED_NET)
-    net = Net(str(prototxt), TEST)
+    prototxt = shared_net_file(tmp_path)
+    net = Net(prototxt, TEST)
     path = str(tmp_path / "shared.caffemodel.h5")
     net.save_hdf5(path)
     assert set(read_h5(path)) == {"data/ip1/0"}  # Net::ToHDF5 writes a shared blob under its owner only
-    copy = Net(str(prototxt), TEST)
+    copy = Net(prototxt, TEST)
     copy.copy_from(path)
     for layer in ("ip1", "ip2"):  # ip2 has no dataset of its own: it keeps sharing ip1's loaded blob
         np.testing.assert_array_equal(copy.params[layer][0].data, net.params["ip1"][0].data)
@@ -334,7 +338,8 @@ def test_hdf5output_writes_the_file_caffe_wrote(wrap_case):
     os.rename("train.h5", "caffes.h5")
     net = Net("write_h5.prototxt", TEST)
     net.forward(data=inputs["data"], label=inputs["label"])
-    assert layout("train.h5") == layout("caffes.h5")
+    assert layout("train.h5") == layout("caffes.h5")  # the (6,) label stored as 6x1x1x1 (Blob::LegacyShape)
+    assert (net.blobs["label"].num, net.blobs["label"].channels, net.blobs["label"].width) == (6, 1, 1)
     got, want = read_h5("train.h5"), read_h5("caffes.h5")
     for name in ("data", "label"):
         np.testing.assert_array_equal(got[name], want[name])
@@ -342,3 +347,25 @@ def test_hdf5output_writes_the_file_caffe_wrote(wrap_case):
         net.forward()
     reader = Net("net.prototxt", TRAIN)  # and HDF5Data reads it back as it read Caffe's
     np.testing.assert_array_equal(reader.forward()["label"], npz("tops_per_forward.npz")["forward0/label"])
+
+
+# ----- fcn convert -----
+
+def test_convert_between_caffemodel_h5_and_the_other_formats(tmp_path):
+    from fcn.convert import convert_weights, read_tensors
+    caffes = snapshot_file(f"snap_iter_{RESUME_AT}.caffemodel.h5")
+    prototxt = snapshot_file("train.prototxt")
+    want = npz(snapshot_file("params_loaded_by_copy_from.npz"))
+    binary, tensors = str(tmp_path / "w.caffemodel"), str(tmp_path / "w.safetensors")
+    assert convert_weights(caffes, binary, model=prototxt) == len(want)
+    assert convert_weights(caffes, tensors) == len(want)
+    back = str(tmp_path / "back.caffemodel.h5")
+    convert_weights(binary, back, model=prototxt)
+    assert layout(back) == layout(caffes)  # with the prototxt: a group for every layer, as Net::ToHDF5
+    for path in (binary, tensors, back):
+        got = read_tensors(path)
+        assert set(got) == set(want), path
+        for key, value in want.items():
+            np.testing.assert_array_equal(got[key], value, err_msg=f"{path}: {key}")
+    with pytest.raises(ValueError, match="params for layers the net does not have: conv1"):
+        convert_weights(tensors, str(tmp_path / "x.caffemodel.h5"), model=shared_net_file(tmp_path))

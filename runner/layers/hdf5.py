@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from netspec.hdf5 import HDF5FormatError, read_datasets, write_datasets
+from runner.blob import legacy_shape
 from runner.device import current_device
 from runner.layers.base import Layer, Shape
 from runner.registry import register
@@ -156,13 +157,11 @@ class HDF5Output(Layer):
         return []
 
     def _legacy_shapes(self, shapes: Sequence[Shape]) -> Tuple[Shape, Shape]:
-        """Caffe's num/channels/height/width of each bottom: at most 4 axes, missing trailing ones are 1."""
-        legacy = []
-        for which, shape in zip(("data", "label"), shapes):
-            if len(shape) > 4:
-                raise ValueError(f"layer '{self.name}' (HDF5Output): bottom '{which}' has {len(shape)} axes "
-                                 f"{tuple(shape)}; Caffe writes blobs of at most 4")
-            legacy.append(tuple(shape) + (1,) * (4 - len(shape)))
+        """Caffe's num/channels/height/width of each bottom, the shapes HDF5Output writes."""
+        try:
+            legacy = [legacy_shape(shape) for shape in shapes]
+        except ValueError as err:
+            raise ValueError(f"layer '{self.name}' (HDF5Output): {err}") from None
         if legacy[0][0] != legacy[1][0]:
             raise ValueError(f"layer '{self.name}' (HDF5Output): data has {legacy[0][0]} rows, label "
                              f"{legacy[1][0]}; they must have the same batch size")
