@@ -53,8 +53,7 @@ def load_state(path: str) -> SavedState:
     ``learned_net`` is looked up from the working directory (as Caffe does) and then next to the
     solverstate."""
     if path.endswith(".h5"):
-        saved = load_solverstate_hdf5(path)
-        iteration, current_step, learned_net, history = saved
+        iteration, current_step, learned_net, history = load_solverstate_hdf5(path)
     else:
         state, history = load_solverstate(path)
         iteration, current_step = state.iter, state.current_step

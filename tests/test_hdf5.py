@@ -161,6 +161,22 @@ def test_snapshot_diff_writes_caffes_diff_group(tmp_path):
         np.testing.assert_array_equal(saved[key], value, err_msg=key)
 
 
+def test_failed_hdf5_snapshot_keeps_the_previous_one(tmp_path, monkeypatch):
+    with working_dir(str(tmp_path)):
+        solver = get_solver(write_solver(str(tmp_path)))
+        solver.snapshot()
+        before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+        solver.net.params["conv1"][0].data[...] += 1
+
+        def disk_full(fd: int) -> None:
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr("netspec.atomic.os.fsync", disk_full)
+        with pytest.raises(OSError):
+            solver.snapshot()
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+    assert {"snap_iter_0.caffemodel.h5", "snap_iter_0.solverstate.h5"} <= set(before)
+
+
 # ----- loading and saving weights -----
 
 def test_every_weight_entry_point_loads_caffes_caffemodel_h5_bitwise(tmp_path):
@@ -310,6 +326,17 @@ def test_hdf5data_shuffle_visits_every_row_once_per_pass(wrap_case):
         assert sorted(net.forward()["label"].ravel()) == sorted(npz("inputs.npz")["label"])
 
 
+def test_hdf5data_in_a_data_parallel_run_keeps_every_world_size_th_row(wrap_case):
+    labels = npz("inputs.npz")["label"]
+    for rank in (0, 1):
+        net = Net("net.prototxt", TRAIN)
+        layer = net.graph.slots[0].impl
+        layer.rank, layer.world_size = rank, 2  # what _shard() reads from torch.distributed under torchrun
+        stream = np.arange(rank, 24, 2) % len(labels)  # Caffe's Skip(): stream positions rank, rank + 2, ...
+        for i in range(3):
+            np.testing.assert_array_equal(net.forward()["label"].ravel(), labels[stream[4 * i:4 * i + 4]])
+
+
 def test_hdf5data_bad_input_is_a_one_line_error_naming_the_file(wrap_case):
     with open("empty.txt", "w") as f:
         f.write("\n")
@@ -369,3 +396,4 @@ def test_convert_between_caffemodel_h5_and_the_other_formats(tmp_path):
             np.testing.assert_array_equal(got[key], value, err_msg=f"{path}: {key}")
     with pytest.raises(ValueError, match="params for layers the net does not have: conv1"):
         convert_weights(tensors, str(tmp_path / "x.caffemodel.h5"), model=shared_net_file(tmp_path))
+

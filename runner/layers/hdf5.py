@@ -8,6 +8,8 @@ batches are rows 0-3, 4,5,0,1, 2-5. Tops are ``(batch_size,) + dataset.shape[1:]
 (N,) gives a (batch_size,) top and one stored as (N, 1, 1, 1), as HDF5Output writes it, a 4-D one.
 ``shuffle`` permutes the files and the rows of each file, anew at each pass, from torch's generator (so
 ``random_seed`` makes it repeatable; Caffe's ``std::random_shuffle`` order cannot be reproduced anyway).
+In a data-parallel run (torch.distributed) a TRAIN net's layer keeps, as Caffe's Skip(), only the rows at
+stream positions ``rank, rank + world_size, ...``, so the processes share the rows out; TEST nets read all.
 
 HDF5Output writes its two bottoms as datasets ``data`` and ``label`` of ``hdf5_output_param.file_name``,
 each shaped by Caffe's legacy num/channels/height/width (trailing axes padded with 1: a (6,) label is
@@ -23,6 +25,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from netspec import caffe_pb2
 from netspec.hdf5 import HDF5FormatError, read_datasets, write_datasets
 from runner.blob import legacy_shape
 from runner.device import current_device
@@ -52,6 +55,8 @@ class HDF5Data(Layer):
         self.files = self._read_list(param.source)
         self.file_order = self._order(len(self.files))
         self.file_index = 0
+        self.rank, self.world_size = self._shard()
+        self.position = 0  # rows of the stream passed so far, this process's and the others' (Caffe's offset_)
         self.row_shapes: Optional[List[Shape]] = None
         self._load(self.files[self.file_order[0]])
 
@@ -67,6 +72,14 @@ class HDF5Data(Layer):
             raise ValueError(f"layer '{self.name}' (HDF5Data): '{source}' lists no HDF5 file; it should hold "
                              f"at least one path")
         return names
+
+    def _shard(self) -> Tuple[int, int]:
+        """(rank, world_size) of this process's share of the rows: its place in a torch.distributed run for
+        a TRAIN net, else (0, 1)."""
+        import torch.distributed as dist
+        if self.phase == caffe_pb2.TRAIN and dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
 
     def _order(self, count: int) -> List[int]:
         return torch.randperm(count).tolist() if self.shuffle else list(range(count))
@@ -125,12 +138,16 @@ class HDF5Data(Layer):
         batches = [np.empty((self.batch_size,) + shape, dtype=np.float32) for shape in self.row_shapes]
         filled = 0
         while filled < self.batch_size:
-            take = min(self.batch_size - filled, len(self.row_order) - self.row)
-            rows = self.row_order[self.row:self.row + take]
+            left = len(self.row_order) - self.row
+            mine = np.flatnonzero((self.position + np.arange(left)) % self.world_size == self.rank)
+            mine = mine[:self.batch_size - filled]
+            rows = self.row_order[self.row + mine]
             for batch, array in zip(batches, self.arrays):
-                batch[filled:filled + take] = array[rows]
-            filled += take
-            self._advance(take)
+                batch[filled:filled + len(rows)] = array[rows]
+            filled += len(rows)
+            passed = int(mine[-1]) + 1 if filled == self.batch_size else left
+            self.position += passed
+            self._advance(passed)
         device = current_device()
         return [torch.from_numpy(batch).to(device) for batch in batches]
 
