@@ -11,7 +11,7 @@ setup(
     package_data={"netspec": ["caffe.proto"]},
     python_requires=">=3.9",
     # torch is installed first by the Makefile at the pinned CPU version; any torch 2.x serves.
-    install_requires=["torch>=2.1", "numpy", "protobuf>=4.21,<8", "pillow", "scipy", "tqdm", "matplotlib"],
+    install_requires=["torch>=2.1", "numpy", "protobuf>=4.21,<8", "pillow", "scipy", "tqdm", "matplotlib", "h5py"],
     extras_require={
         # fcn export (ONNX) and fcn convert (safetensors)
         "export": ["onnx", "safetensors"],

@@ -169,9 +169,9 @@ def _add_model_commands(commands: "argparse._SubParsersAction") -> None:
                             "faster, scores within about 1e-5; bf16: bfloat16 autocast, scores within about 1e-2")
     infer.add_argument("--allow-python-layers", **trust)
     infer.set_defaults(run=_infer)
-    convert = commands.add_parser("convert", help="convert weights between .caffemodel, .safetensors and "
-                                                  ".pt (keys '<layer>/<index>')")
-    convert.add_argument("source", help="weights to read (.caffemodel, .safetensors, .pt/.pth)")
+    convert = commands.add_parser("convert", help="convert weights between .caffemodel, .caffemodel.h5, "
+                                                  ".safetensors and .pt (keys '<layer>/<index>')")
+    convert.add_argument("source", help="weights to read (.caffemodel, .caffemodel.h5, .safetensors, .pt/.pth)")
     convert.add_argument("--to", required=True, help="file to write; its suffix picks the format")
     convert.add_argument("--model", help="the net's prototxt: needed to write a caffemodel; when reading one, "
                                          "gives the tensors the net's shapes")

@@ -1,4 +1,4 @@
-"""``fcn convert``: weights between caffemodels and tensor files (safetensors, PyTorch state_dict).
+"""``fcn convert``: weights between caffemodels (binary or HDF5) and tensor files (safetensors, PyTorch state_dict).
 
 Tensor files name each blob ``<layer>/<index>``, e.g. ``conv1_1/0`` (weights) and ``conv1_1/1`` (bias):
 exactly pycaffe's ``net.params[layer][index]``, and what the project's reference fixtures use. Layer
@@ -9,7 +9,9 @@ unchanged, so a round trip is bit-exact. Shapes are the caffemodel's declared on
 the net uses (a V1 InnerProduct weight 1x1xOxK becomes OxK).
 
 A tensor file does not say which layers exist or what they are, so writing a caffemodel needs the
-prototxt: its layers, with the tensors as their blobs, make the caffemodel.
+prototxt: its layers, with the tensors as their blobs, make the caffemodel. A ``.caffemodel.h5`` (any name
+ending in ``.h5``) holds only names and arrays, so it is written without one; given the prototxt, it gets
+a group for every layer, as Caffe's Net::ToHDF5 writes, and a tensor for a layer the net lacks is an error.
 """
 from __future__ import annotations
 
@@ -27,16 +29,18 @@ from fcn.net_loading import PathLike, load_net
 from netspec import caffe_pb2
 from netspec.atomic import write_atomically
 from netspec.caffemodel import load_caffemodel, save_caffemodel
+from netspec.hdf5 import load_weights_hdf5, save_weights_hdf5
 from runner.graph import load_net_param
 
 Tensors = Dict[str, np.ndarray]
 
-CAFFEMODEL, SAFETENSORS, TORCH = "caffemodel", "safetensors", "torch"
-_FORMATS = {".caffemodel": CAFFEMODEL, ".safetensors": SAFETENSORS, ".pt": TORCH, ".pth": TORCH}
+CAFFEMODEL, HDF5, SAFETENSORS, TORCH = "caffemodel", "caffemodel.h5", "safetensors", "torch"
+_FORMATS = {".caffemodel": CAFFEMODEL, ".h5": HDF5, ".safetensors": SAFETENSORS, ".pt": TORCH, ".pth": TORCH}
 
 
 def weights_format(path: PathLike) -> str:
-    """The weights format a file name's suffix says: caffemodel, safetensors or torch (.pt/.pth)."""
+    """The weights format a file name's suffix says: caffemodel, caffemodel.h5 (.h5), safetensors or torch
+    (.pt/.pth)."""
     suffix = Path(path).suffix.lower()
     if suffix not in _FORMATS:
         raise ValueError(f"{path}: unknown weights format {suffix!r} (use one of {', '.join(_FORMATS)})")
@@ -77,7 +81,10 @@ def read_tensors(path: PathLike, model: Optional[PathLike] = None, allow_python_
     it uses. Tensor files are read without running code (safetensors; ``torch.load(weights_only=True)``).
     """
     kind = weights_format(path)
-    if kind == CAFFEMODEL:
+    if kind in (CAFFEMODEL, HDF5):
+        if model is None and kind == HDF5:
+            return OrderedDict((tensor_key(layer, i), blobs[i]) for layer, blobs in load_weights_hdf5(path).items()
+                               for i in sorted(blobs))
         if model is None:
             return params_to_tensors(load_caffemodel(path)[1])
         net = load_net(model, caffe_pb2.TEST, weights=path, allow_python_layers=allow_python_layers)
@@ -126,6 +133,13 @@ def write_tensors(path: PathLike, tensors: Mapping[str, np.ndarray], model: Opti
             save_caffemodel(path, load_net_param(model), params)
         except ValueError as err:
             raise ValueError(f"{model}: {err}") from None
+    elif kind == HDF5:
+        params = tensors_to_params(tensors, source)
+        names = list(params) if model is None else [layer.name for layer in load_net_param(model).layer]
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise ValueError(f"{model}: params for layers the net does not have: {', '.join(unknown)}")
+        save_weights_hdf5(path, [(name, dict(enumerate(params.get(name, ()))), None) for name in names])
     elif kind == SAFETENSORS:
         write_atomically(path, _safetensors().numpy.save({key: np.ascontiguousarray(v) for key, v in tensors.items()}))
     else:

@@ -88,6 +88,15 @@ class _Synced:
             self.host = None
 
 
+def legacy_shape(shape: Sequence[int]) -> Tuple[int, int, int, int]:
+    """Caffe's num/channels/height/width of a blob (Blob::LegacyShape): at most 4 axes, the missing trailing
+    ones count as 1, so a (6,) blob is 6x1x1x1 (as HDF5Output stores a label vector)."""
+    if len(shape) > 4:
+        raise ValueError(f"legacy num/channels/height/width asked of a {len(shape)}-D blob {tuple(shape)}; "
+                         f"use .shape")
+    return tuple(int(d) for d in shape) + (1,) * (4 - len(shape))  # type: ignore[return-value]
+
+
 class Blob:
     """A named N-D float32 array with a gradient, as pycaffe exposes it."""
 
@@ -124,11 +133,7 @@ class Blob:
         return int(np.prod(self.shape, dtype=np.int64))
 
     def _legacy_dim(self, index: int) -> int:
-        shape = self.shape
-        if len(shape) > 4:
-            raise ValueError(f"legacy accessor used on a {len(shape)}-D blob; use .shape")
-        padded = (1,) * (4 - len(shape)) + shape
-        return padded[index]
+        return legacy_shape(self.shape)[index]
 
     @property
     def num(self) -> int:

@@ -20,7 +20,8 @@ from netspec import caffe_pb2
 from runner import device as device_mode
 from runner.blob import Blob
 from runner.graph import LayerSlot, NetGraph, SpeedOptions, build_graph
-from runner.weights import copy_weights_from, net_to_proto, save_caffemodel
+from runner.weights import (copy_weights_from, copy_weights_from_hdf5, net_to_proto, save_caffemodel,
+                            save_weights_to_hdf5)
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 NetSource = Union[str, os.PathLike, "caffe_pb2.NetParameter"]
@@ -239,9 +240,14 @@ class Net:
 
     # ----- weights -----
     def copy_from(self, filename: str) -> None:
-        """Load weights from a caffemodel by layer name: unknown layers are ignored, a shape mismatch is
-        an error naming the layer, the blob index and both shapes."""
-        copy_weights_from(self._graph, filename)
+        """Load weights from a caffemodel, binary or HDF5 (``.caffemodel.h5``, told apart by content as Caffe
+        does), by layer name: unknown layers are ignored, a shape mismatch is an error naming the layer, the
+        blob index and both shapes."""
+        copy_weights_from(self._graph, os.fspath(filename))
+
+    def load_hdf5(self, filename: str) -> None:
+        """Load weights from a ``.caffemodel.h5`` (pycaffe's ``load_hdf5``)."""
+        copy_weights_from_hdf5(self._graph, os.fspath(filename))
 
     def share_with(self, other: "Net") -> None:
         """Use ``other``'s parameter tensors for the layers both nets have (Caffe's ShareTrainedLayersWith):
@@ -251,6 +257,11 @@ class Net:
     def save(self, filename: str) -> None:
         """Write a caffemodel (atomically) that real Caffe loads."""
         save_caffemodel(net_to_proto(self._graph), filename)
+
+    def save_hdf5(self, filename: str) -> None:
+        """Write the weights as a ``.caffemodel.h5`` (atomically) in Net::ToHDF5's layout (pycaffe's
+        ``save_hdf5``)."""
+        save_weights_to_hdf5(self._graph, os.fspath(filename))
 
     def to_proto(self) -> "caffe_pb2.NetParameter":
         """The instantiated net with its weights, as ``save`` writes it."""

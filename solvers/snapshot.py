@@ -1,10 +1,12 @@
-"""Snapshot files: ``<prefix>_iter_<N>.caffemodel`` + ``.solverstate``, read and written as Caffe does.
+"""Snapshot files: ``<prefix>_iter_<N>.caffemodel`` + ``.solverstate`` (``snapshot_format: BINARYPROTO``) or
+``.caffemodel.h5`` + ``.solverstate.h5`` (``HDF5``), read and written as Caffe does.
 
-The solverstate is Caffe's binary SolverState: the iteration, the multistep ``current_step``, the path
-of the caffemodel written with it (``learned_net``, as given, so a relative prefix stays relative) and
-the history blobs in learnable-parameter order. Files are replaced atomically (netspec.atomic): a
-crash or a full disk mid-snapshot leaves the previous snapshot intact, never a truncated one that
-would restore as garbage.
+The solverstate holds the iteration, the multistep ``current_step``, the path of the caffemodel written
+with it (``learned_net``, as given, so a relative prefix stays relative) and the history blobs in
+learnable-parameter order: a binary SolverState message, or the same in Caffe's HDF5 layout
+(netspec.hdf5). Like Caffe's Solver::Restore, a file name ending in ``.h5`` is read as HDF5. Files are
+replaced atomically (netspec.atomic): a crash or a full disk mid-snapshot leaves the previous snapshot
+intact, never a truncated one that would restore as garbage.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 
 from netspec import caffe_pb2
 from netspec.caffemodel import load_solverstate, save_solverstate
+from netspec.hdf5 import load_solverstate_hdf5, save_solverstate_hdf5
 from solvers.parameters import resolve_path
 
 
@@ -35,21 +38,27 @@ def snapshot_name(prefix: str, iteration: int, extension: str) -> str:
 
 
 def save_state(path: str, iteration: int, current_step: int, learned_net: str,
-               history: Sequence[torch.Tensor]) -> None:
-    """Write a binary SolverState atomically."""
+               history: Sequence[torch.Tensor], hdf5: bool = False) -> None:
+    """Write a solverstate atomically: a binary SolverState, or with ``hdf5`` Caffe's HDF5 layout."""
+    arrays = [h.detach().cpu().numpy() for h in history]
+    if hdf5:
+        save_solverstate_hdf5(path, iteration, current_step, learned_net, arrays)
+        return
     state = caffe_pb2.SolverState(iter=iteration, learned_net=learned_net, current_step=current_step)
-    save_solverstate(path, state, [h.detach().cpu().numpy() for h in history])
+    save_solverstate(path, state, arrays)
 
 
 def load_state(path: str) -> SavedState:
-    """Read a binary SolverState. A relative ``learned_net`` is looked up from the working directory (as
-    Caffe does) and then next to the solverstate."""
+    """Read a solverstate: HDF5 when the name ends in ``.h5`` (Caffe's rule), binary otherwise. A relative
+    ``learned_net`` is looked up from the working directory (as Caffe does) and then next to the
+    solverstate."""
     if path.endswith(".h5"):
-        raise ValueError(f"{path}: HDF5 solverstates are not supported; snapshot with snapshot_format: "
-                         f"BINARYPROTO")
-    state, history = load_solverstate(path)
+        iteration, current_step, learned_net, history = load_solverstate_hdf5(path)
+    else:
+        state, history = load_solverstate(path)
+        iteration, current_step = state.iter, state.current_step
+        learned_net = state.learned_net if state.HasField("learned_net") else None
     learned = ""
-    if state.HasField("learned_net"):
-        learned = resolve_path(state.learned_net, os.path.dirname(os.path.abspath(path)),
-                               f"learned_net of {path}")
-    return SavedState(state.iter, state.current_step, learned, history)
+    if learned_net is not None:
+        learned = resolve_path(learned_net, os.path.dirname(os.path.abspath(path)), f"learned_net of {path}")
+    return SavedState(iteration, current_step, learned, history)

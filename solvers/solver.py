@@ -24,6 +24,7 @@ import torch
 from netspec import caffe_pb2
 from runner.device import set_random_seed
 from runner.net import Net
+from runner.weights import save_weights_to_hdf5
 from solvers.learnable import learnable_params
 from solvers.lr_policy import learning_rate
 from solvers.parameters import (NetSource, net_source_for_train, net_sources_for_test, read_solver_parameter,
@@ -238,21 +239,26 @@ class Solver:
 
     # ----- snapshots -----
     def snapshot(self) -> None:
-        """Write ``<prefix>_iter_<iter>.caffemodel`` and ``.solverstate`` (each atomically)."""
-        if self._param.snapshot_format != caffe_pb2.SolverParameter.BINARYPROTO:
-            raise ValueError("snapshot_format HDF5 is not supported; use snapshot_format: BINARYPROTO")
-        if self._param.snapshot_diff:
-            raise ValueError("snapshot_diff is not supported: snapshots hold weights only")
-        model = snapshot_name(self._param.snapshot_prefix, self._iter, ".caffemodel")
-        log.info("Snapshotting to binary proto file %s", model)
-        self._net.save(model)
-        state = snapshot_name(self._param.snapshot_prefix, self._iter, ".solverstate")
-        log.info("Snapshotting solver state to binary proto file %s", state)
-        save_state(state, self._iter, self._current_step, model, self._history)
+        """Write ``<prefix>_iter_<iter>.caffemodel`` and ``.solverstate``, or with ``snapshot_format: HDF5``
+        ``.caffemodel.h5`` and ``.solverstate.h5`` (each atomically)."""
+        hdf5 = self._param.snapshot_format == caffe_pb2.SolverParameter.HDF5
+        if self._param.snapshot_diff and not hdf5:
+            raise ValueError("snapshot_diff is supported with snapshot_format: HDF5 only: binary snapshots hold "
+                             "weights only")
+        kind, suffix = ("HDF5", ".h5") if hdf5 else ("binary proto", "")
+        model = snapshot_name(self._param.snapshot_prefix, self._iter, ".caffemodel" + suffix)
+        log.info("Snapshotting to %s file %s", kind, model)
+        if hdf5:
+            save_weights_to_hdf5(self._net.graph, model, write_diff=self._param.snapshot_diff)
+        else:
+            self._net.save(model)
+        state = snapshot_name(self._param.snapshot_prefix, self._iter, ".solverstate" + suffix)
+        log.info("Snapshotting solver state to %s file %s", kind, state)
+        save_state(state, self._iter, self._current_step, model, self._history, hdf5=hdf5)
 
     def restore(self, state_file: PathLike) -> None:
-        """Continue from a ``.solverstate`` (ours or real Caffe's): its iteration, lr policy step, history,
-        and the weights of the caffemodel it names."""
+        """Continue from a ``.solverstate`` or ``.solverstate.h5`` (ours or real Caffe's): its iteration, lr
+        policy step, history, and the weights of the caffemodel it names."""
         path = os.fspath(state_file)
         saved = load_state(path)
         if len(saved.history) != len(self._history):

@@ -226,7 +226,8 @@ def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Rec
         if bad:
             raise NonFiniteLoss(f"iteration {solver.iter}: the loss is {loss} (non-finite) on "
                                 f"{int(bad)} process(es); stopped before updating the weights. The last good "
-                                f"snapshot is the latest '{solver.param.snapshot_prefix}_iter_*.caffemodel'")
+                                f"snapshot is the latest '{solver.param.snapshot_prefix}_iter_*.caffemodel"
+                                f"{'.h5' if solver.param.snapshot_format == caffe_pb2.SolverParameter.HDF5 else ''}'")
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4g}")

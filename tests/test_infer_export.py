@@ -284,7 +284,7 @@ def test_convert_v1_caffemodel_keeps_or_reshapes_legacy_dims(tmp_path) -> None:
 
 def test_convert_errors_are_one_line(model, tmp_path, capsys) -> None:
     tensors = tmp_path / "w.safetensors"
-    cases = [(["convert", model[1], "--to", str(tmp_path / "w.h5")], "unknown weights format '.h5'"),
+    cases = [(["convert", model[1], "--to", str(tmp_path / "w.npy")], "unknown weights format '.npy'"),
              (["convert", model[1], "--to", str(tmp_path / "w.caffemodel")], "both caffemodels"),
              (["convert", str(tensors), "--to", str(tmp_path / "w.caffemodel")], "needs the net's prototxt")]
     assert cli.main(["convert", model[1], "--to", str(tensors)]) == 0

@@ -50,6 +50,10 @@ class Layer:
         sympy, over a second of every fresh process's first net."""
         return None
 
+    #: True where the layer reads or writes files on every forward (HDF5Data, HDF5Output): it must run each
+    #: time, outside any torch.compile'd stretch, which would trace its I/O once and replay a constant.
+    runs_on_host = False
+
     #: True where the layer hands out tensors it keeps from one pass to the next (DummyData's constants):
     #: nothing may overwrite those in place.
     keeps_tops = False
