@@ -4,6 +4,7 @@ Every reader turns a decoder's failure into a BadSampleError naming the file: PI
 exception types (OSError, SyntaxError, IndexError, ...) for truncated or foreign files, and the layer
 must be able to report or skip one bad sample without guessing which.
 """
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -13,6 +14,8 @@ import scipy.io
 from PIL import Image
 
 from data_layers.errors import BadSampleError
+from netspec import limits
+from netspec.atomic import PathLike
 
 
 @contextmanager
@@ -28,8 +31,21 @@ def _decoding(path: Path) -> Iterator[None]:
         raise BadSampleError(path, f"cannot be decoded ({type(err).__name__}: {err})") from err
 
 
+def open_checked_image(path: PathLike) -> Image.Image:
+    """PIL's lazy open with the picture's size, read from its header, checked against the pixel limit
+    before anything is decoded: a few-kilobyte file may declare gigapixels. PIL's own guard (an exception
+    from about 179 megapixels) surfaces as the same kind of error."""
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as err:
+        raise limits.ResourceLimitError(f"{os.fspath(path)}: {err}") from None
+    width, height = image.size
+    limits.IMAGE_PIXELS.check(width * height, f"{os.fspath(path)}: a {width}x{height} picture")
+    return image
+
+
 def _open_image(path: Path) -> Image.Image:
-    image = Image.open(path)
+    image = open_checked_image(path)
     image.load()  # decode now: PIL is lazy and would report truncation only on first pixel access
     return image
 

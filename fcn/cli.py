@@ -107,8 +107,14 @@ def _infer(args: argparse.Namespace) -> int:
     options = {} if args.mean is None else {"mean": args.mean}
     segmenter = Segmenter(args.model, args.weights, device="cpu" if args.cpu else args.gpu, blob=args.blob,
                           allow_python_layers=args.allow_python_layers, speed=args.speed, **options)
-    written = infer_images(segmenter, args.images, args.out, with_overlay=args.overlay, with_probs=args.probs)
+    failures: list = []
+    written = infer_images(segmenter, args.images, args.out, with_overlay=args.overlay, with_probs=args.probs,
+                           failures=failures)
     print(f"{len(written)} files written to {args.out} (device {segmenter.device})")
+    if failures:
+        print(f"fcn infer: {len(failures)} picture(s) could not be read and were skipped (listed above)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

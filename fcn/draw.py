@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.path import Path
 
-from netspec import caffe_pb2
+from netspec import caffe_pb2, limits
 from netspec.atomic import PathLike, write_atomically
 from netspec.filtering import filter_net
 from runner.graph import load_net_param
@@ -125,6 +125,7 @@ def draw_net(model: PathLike, out: PathLike, phase: Optional[int] = None) -> Non
         net = filter_net(net, phase)
     if not net.layer:
         raise ValueError(f"{model}: the net has no layers to draw")
+    limits.DRAW_LAYERS.check(len(net.layer), f"{model}: drawing")  # the canvas grows with the layer count
     rows, edges = layer_rows(net)
     columns = _columns(rows, edges)
     centres = [(column * COLUMN_STEP, -row * ROW_STEP) for row, column in zip(rows, columns)]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from data_layers.readers import open_checked_image
 from fcn.net_loading import NetFile, PathLike, load_net
 from netspec import caffe_pb2
 
@@ -30,12 +31,14 @@ DeviceLike = Union[None, str, int, torch.device]
 def load_rgb(path: PathLike) -> np.ndarray:
     """An image file as an HxWx3 uint8 RGB array (grey and palette pictures converted, alpha dropped)."""
     try:
-        with Image.open(path) as image:
+        with open_checked_image(path) as image:
             return np.asarray(image.convert("RGB"))
     except UnidentifiedImageError:
         raise ValueError(f"{os.fspath(path)}: not an image file PIL can read") from None
     except FileNotFoundError:
         raise FileNotFoundError(f"{os.fspath(path)}: image file not found") from None
+    except OSError as err:  # truncated or corrupt data, found while decoding
+        raise ValueError(f"{os.fspath(path)}: cannot decode the picture ({err})") from None
 
 
 def resolve_device(device: DeviceLike) -> torch.device:

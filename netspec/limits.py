@@ -47,6 +47,9 @@ class ResourceLimitError(ValueError):
 DECOMPRESSED_BYTES = Limit("FCN_CAFFE_MAX_DECOMPRESSED_BYTES", 2 * GiB, "bytes")
 #: Layers in one net: ResNet-152 has about 500, the largest zoo nets a few thousand.
 NET_LAYERS = Limit("FCN_CAFFE_MAX_LAYERS", 100_000, "layers")
+#: Layers ``fcn draw`` puts on one canvas, whose memory grows with their number: the largest zoo nets
+#: (ResNet-152 with its BatchNorm and Scale layers) have under a thousand.
+DRAW_LAYERS = Limit("FCN_CAFFE_MAX_DRAW_LAYERS", 3_000, "layers")
 #: Pixels of one decoded picture: real datasets hold at most a few megapixels (an 8000x8000 aerial tile is 64).
 IMAGE_PIXELS = Limit("FCN_CAFFE_MAX_IMAGE_PIXELS", 100_000_000, "pixels")
 #: A net's parameters, allocated when it is built: VGG16 holds 0.55 GB.

@@ -9,6 +9,7 @@ convolutions, autocast, torch.compile of the built-in layers.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections import OrderedDict
@@ -19,7 +20,7 @@ from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from netspec import caffe_pb2
+from netspec import caffe_pb2, limits
 from netspec.filtering import filter_net
 from netspec.prototxt import read_prototxt
 from netspec.splits import insert_splits
@@ -108,6 +109,7 @@ class NetGraph(torch.nn.Module):
         self.blobs: "OrderedDict[str, Blob]" = OrderedDict()
         self.input_names: List[str] = []
         self.output_names: List[str] = []
+        self.param_bytes = 0  # what the parameters allocated so far take
         self.loss_weights: Dict[str, float] = {}
         self.param_list = torch.nn.ParameterList()
         self.speed = SpeedOptions()
@@ -444,6 +446,7 @@ def build_graph(source: Any, phase: int, level: int, stages: List[str], device: 
     """Caffe's Net::Init on a prototxt path or NetParameter. ``defer_fills``: leave the parameters
     unfilled (their memory untouched) until ``NetGraph.fill_deferred``, for weights about to be copied in."""
     param = load_net_param(source)
+    limits.NET_LAYERS.check(len(param.layer) + len(param.layers), f"net '{param.name}'")
     filtered = filter_net(param, phase, level, stages)
     with_splits = insert_splits(filtered)
     graph = NetGraph(param.name, param.force_backward)
@@ -562,6 +565,9 @@ def _create_params(graph: NetGraph, slot: LayerSlot, shared: Dict[str, Tuple[tor
                 raise ValueError(f"layer '{slot.name}': shared param '{share_name}' has shape {tuple(param.shape)}, "
                                  f"this layer needs {tuple(spec.shape)}")
         else:
+            graph.param_bytes += 4 * math.prod(spec.shape)
+            limits.PARAM_BYTES.check(graph.param_bytes, f"layer '{slot.name}' ({slot.type}): the net's parameters "
+                                                        f"up to its blob {i} of shape {tuple(spec.shape)} take")
             if defer_fills:
                 param = torch.nn.Parameter(torch.empty(tuple(spec.shape), dtype=torch.float32, device=device))
                 graph.deferred_fills.append((param, spec.filler))

@@ -62,6 +62,29 @@ def release_freed_memory() -> bool:
     return bool(malloc_trim(0))
 
 
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (2.33 and later): ten size_t counters; ``fordblks`` is the free heap."""
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def kept_free_bytes() -> Optional[int]:
+    """Bytes the heap holds free for reuse (glibc's mallinfo2 ``fordblks``); None where unknown."""
+    mallinfo2 = _libc_function("mallinfo2")
+    if mallinfo2 is None:
+        return None
+    mallinfo2.restype = _MallInfo2
+    return int(mallinfo2().fordblks)
+
+
+def release_freed_memory_beyond(limit_bytes: int) -> bool:
+    """``release_freed_memory`` only when the kept free memory exceeds ``limit_bytes``: passes of varying
+    sizes (pictures of every size) leave freed blocks that fit no later request, and the heap would grow
+    without end; trimming at every pass would instead page-fault every activation in afresh."""
+    free = kept_free_bytes()
+    return free is not None and free > limit_bytes and release_freed_memory()
+
+
 def freed_memory_kept() -> bool:
     """Whether ``keep_freed_memory`` is in effect in this process."""
     return _kept

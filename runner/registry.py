@@ -30,8 +30,16 @@ def layer_class(type_name: str, layer_name: str = "?") -> Type:
     try:
         return _LAYERS[type_name]
     except KeyError:
-        raise ValueError(f"layer {layer_name!r}: unsupported layer type {type_name!r}; "
+        raise ValueError(f"layer {clipped(layer_name)}: unsupported layer type {clipped(type_name)}; "
                          f"supported types: {', '.join(layer_type_list())}") from None
+
+
+def clipped(text: str, keep: int = 60) -> str:
+    """``text`` quoted for an error message, cut after ``keep`` characters: a malformed file may hold a
+    ten-megabyte name, which no message should echo whole."""
+    if len(text) <= keep:
+        return repr(text)
+    return f"{text[:keep]!r}... ({len(text):,} characters)"
 
 
 def layer_type_list() -> List[str]:

@@ -21,6 +21,7 @@ from data_layers.layout import KINDS
 from data_layers.nyud import NYUD_MEAN_HHA, NYUD_MEAN_LOG_DEPTH
 from data_layers.synthetic import SPLITS, scenes, write_dataset
 from data_layers.voc import VOCSegDataLayer
+from malformed import png_header_only
 from netspec import caffe_pb2
 from runner.blob import Blob
 from runner.python_layer import PythonLayerHost, instantiate
@@ -280,6 +281,20 @@ def test_truncated_image_names_the_file_or_is_skipped_and_counted(kind: str, tmp
     layer.forward([], tops)
     assert layer.sample_id == probe.ids[1] and layer.skipped == 1 and list(layer.bad_samples) == [str(image)]
     assert "skipped bad sample (1 so far)" in caplog.text and str(image) in caplog.text
+
+
+@pytest.mark.parametrize("side", [12000, 20000])  # 144 MP: over our limit only; 400 MP: over PIL's bomb guard too
+def test_a_picture_declaring_too_many_pixels_is_refused_before_decoding_and_skippable(side: int,
+                                                                                       tmp_path: Path) -> None:
+    params, probe, first = _first("voc", tmp_path)
+    image = probe.source("data", first)
+    image.write_bytes(png_header_only(side, side))
+    error = _first_sample_error("voc", params)
+    assert error.path == str(image) and ("more than the limit" in str(error) or "decompression bomb" in str(error))
+    layer, tops = open_layer("voc", dict(params, skip_bad=True))
+    layer.reshape([], tops)
+    layer.forward([], tops)
+    assert layer.skipped == 1 and list(layer.bad_samples) == [str(image)]
 
 
 @pytest.mark.parametrize("kind", KINDS)

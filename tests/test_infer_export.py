@@ -14,6 +14,7 @@ from PIL import Image
 import fcn
 from fcn import cli
 from fcn.convert import read_tensors
+from malformed import png_header_only
 from fcn.segmenter import VOC_MEAN, Segmenter
 from netspec import caffe_pb2
 from netspec.backbones import deploy, fcn8s
@@ -221,7 +222,6 @@ def test_infer_single_files_and_bad_inputs(model, tmp_path, capsys) -> None:
     (tmp_path / "fake.jpg").write_text("text, not JPEG")
     for inputs, target, message in (
             ([tmp_path / "missing.png"], out, "missing.png: no such image file or folder"),
-            ([tmp_path / "fake.jpg"], out, "fake.jpg: not an image file"),
             ([picture, out / "one.png"], out, "would both write one.png"),
             ([tmp_path], tmp_path, "would overwrite a picture")):
         command = ["infer", "--model", model[0], "--weights", model[1], *map(str, inputs), "--out", str(target)]
@@ -231,6 +231,26 @@ def test_infer_single_files_and_bad_inputs(model, tmp_path, capsys) -> None:
         assert cli.main(["infer", "--model", model[0], "--weights", model[1], str(picture), "--out", str(out),
                          "--gpu", "0"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_infer_names_and_skips_unreadable_pictures_and_labels_the_rest(model, tmp_path, capsys) -> None:
+    """One truncated, foreign or gigapixel file in a folder costs that file only, named on stderr."""
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    Image.fromarray(_picture(21, 23, 5)).save(folder / "a_good.png")
+    whole = (folder / "a_good.png").read_bytes()
+    (folder / "b_truncated.png").write_bytes(whole[:-34])
+    (folder / "c_fake.jpg").write_text("text, not JPEG")
+    (folder / "d_bomb.png").write_bytes(png_header_only(20000, 20000))
+    Image.fromarray(_picture(17, 19, 6)).save(folder / "e_good.png")
+    out = tmp_path / "out"
+    assert cli.main(["infer", "--model", model[0], "--weights", model[1], str(folder), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["a_good.png", "e_good.png"]
+    for name in ("b_truncated.png", "c_fake.jpg: not an image file", "d_bomb.png"):
+        assert f"skipped {folder / name}" in err
+    assert "20000x20000" in err or "decompression bomb" in err
+    assert "3 picture(s) could not be read" in err and "Traceback" not in err
 
 
 # ----- fcn convert -----

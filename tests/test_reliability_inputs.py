@@ -13,6 +13,8 @@ from data_layers.errors import BadSampleError
 from data_layers.synthetic import MARKER, write_dataset
 from data_layers.voc import VOCSegDataLayer
 from netspec import caffe_pb2
+from netspec.caffemodel import load_caffemodel
+from netspec.limits import ResourceLimitError
 from netspec.prototxt import parse_prototxt
 from runner.blob import Blob
 from runner.net import TEST, Net
@@ -103,3 +105,66 @@ def test_a_caffemodel_cut_at_a_layer_boundary_names_the_layers_it_did_not_cover(
         full_path = tmp_path / "full.caffemodel"
         net.save(str(full_path))
         fresh.copy_from(str(full_path))  # a complete file: no warning
+
+
+# ----- 8, 9, 15, 16. limits before allocation, errors that say what was expected -----
+
+def _caffemodel(layers: int, blob_dims=None) -> bytes:
+    net = caffe_pb2.NetParameter(name="many")
+    for index in range(layers):
+        layer = net.layer.add(name=f"l{index}", type="ReLU")
+        if blob_dims is not None:
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(blob_dims)
+    return net.SerializeToString()
+
+
+def test_a_gzip_bomb_stops_at_the_decompression_limit(tmp_path, monkeypatch):
+    import gzip
+    path = tmp_path / "bomb.caffemodel"
+    path.write_bytes(gzip.compress(b"\0" * (8 << 20)))
+    monkeypatch.setenv("FCN_CAFFE_MAX_DECOMPRESSED_BYTES", str(1 << 20))
+    with pytest.raises(ResourceLimitError, match=r"bomb.caffemodel: gunzipped: .* more than the limit of 1,048,576 "
+                                                 r"\(set FCN_CAFFE_MAX_DECOMPRESSED_BYTES"):
+        load_caffemodel(path)
+
+
+def test_a_caffemodel_of_too_many_layers_stops_at_the_entry_limit(tmp_path, monkeypatch):
+    path = tmp_path / "many.caffemodel"
+    path.write_bytes(_caffemodel(300))
+    monkeypatch.setenv("FCN_CAFFE_MAX_LAYERS", "200")
+    with pytest.raises(ResourceLimitError, match=r"many.caffemodel: NetParameter entries \(layer\): 201 layers, more than"):
+        load_caffemodel(path)
+    monkeypatch.delenv("FCN_CAFFE_MAX_LAYERS")
+    assert len(load_caffemodel(path)[0].layer) == 300
+
+
+@pytest.mark.parametrize("dims", [(-1, -1), (4611686018427387904, 0), (-3, 2)])
+def test_negative_or_huge_blob_dimensions_are_named(tmp_path, dims):
+    path = tmp_path / "dims.caffemodel"
+    path.write_bytes(_caffemodel(1, dims))
+    with pytest.raises(ValueError, match=r"dims.caffemodel: layer 'l0' blob 0 declares shape .*every dimension must be"):
+        load_caffemodel(path)
+
+
+def test_parameters_beyond_the_limit_are_refused_before_allocation(monkeypatch):
+    """Every blob under Caffe's INT_MAX count, the sum over the memory limit (lowered here to 1 MB)."""
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1000 } } }\n'
+            + "".join(f'layer {{ name: "ip{i}" type: "InnerProduct" bottom: "data" top: "out{i}" '
+                      f'inner_product_param {{ num_output: 100 bias_term: false }} }}\n' for i in range(3)))
+    monkeypatch.setenv("FCN_CAFFE_MAX_PARAM_BYTES", "1000000")
+    with pytest.raises(ResourceLimitError, match=r"layer 'ip2' \(InnerProduct\): the net's parameters up to its blob 0 "
+                                                 r"of shape \(100, 1000\) take: 1,200,000 bytes, more than the limit "
+                                                 r"of 1,000,000 \(set FCN_CAFFE_MAX_PARAM_BYTES"):
+        Net(parse_prototxt(text), TEST)
+    monkeypatch.delenv("FCN_CAFFE_MAX_PARAM_BYTES")
+    assert len(Net(parse_prototxt(text), TEST).params) == 3
+
+
+def test_an_unknown_type_name_is_not_echoed_whole():
+    name = "X" * 1_000_000
+    text = f'layer {{ name: "odd" type: "{name}" }}'
+    with pytest.raises(ValueError) as error:
+        Net(parse_prototxt(text), TEST)
+    assert "unsupported layer type 'XXXX" in str(error.value) and "(1,000,000 characters)" in str(error.value)
+    assert len(str(error.value)) < 5000
