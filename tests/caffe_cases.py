@@ -13,8 +13,10 @@ import numpy as np
 ROOT = os.path.join(os.path.dirname(__file__), "fixtures", "caffe_reference")
 
 
-def case_names(section: str) -> List[str]:
-    with open(os.path.join(ROOT, section, "index.json")) as f:
+def case_names(section: str, index: str = "index.json") -> List[str]:
+    """The cases a section's index lists: ``index.json`` (the original cases) or ``index_ext.json`` (the
+    extension: every other BVLC layer type, other losses)."""
+    with open(os.path.join(ROOT, section, index)) as f:
         return [entry["name"] for entry in json.load(f)]
 
 

@@ -1,3 +1,4 @@
 """Built-in layer families. Importing this package registers every built-in Caffe layer type."""
-from runner.layers import (convolution, crop, data, elementwise, inner_product, losses, lrn,  # noqa: F401
-                           neuron, normalization, pooling, shape, softmax)
+from runner.layers import (convolution, crop, data, elementwise, extra_losses, indexing, inner_product,  # noqa: F401
+                           losses, lrn, neuron, normalization, parameter, patches, pointwise, pooling,
+                           recurrent, reduction, shape, softmax)
