@@ -54,7 +54,7 @@ class Embed(Layer):
 
     def backward_refusal(self, propagate_down: Sequence[bool]) -> Optional[str]:
         if propagate_down[0]:
-            return "Can't backpropagate to EmbedLayer input (embed_layer.cpp: Check failed: !propagate_down[0])"
+            return "Can't backpropagate to EmbedLayer input. (embed_layer.cpp: Check failed: !propagate_down[0])"
         return None
 
 
@@ -115,5 +115,5 @@ class BatchReindex(Layer):
 
     def backward_refusal(self, propagate_down: Sequence[bool]) -> Optional[str]:
         if propagate_down[1]:
-            return "Cannot backprop to index (batch_reindex_layer.cpp: Check failed: !propagate_down[1])"
+            return "Cannot backprop to index. (batch_reindex_layer.cpp: Check failed: !propagate_down[1])"
         return None

@@ -113,7 +113,7 @@ class Threshold(_NeuronLayer):
         return (x.detach() > self.threshold).to(x.dtype)
 
     def backward_refusal(self, propagate_down: Sequence[bool]) -> Optional[str]:
-        return "Threshold has no backward (threshold_layer.hpp: Not Implemented Yet)"
+        return "Not Implemented Yet: Caffe has no backward for Threshold (threshold_layer.hpp)"
 
 
 @register("Clip")

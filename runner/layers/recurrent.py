@@ -24,7 +24,7 @@ import torch
 from runner.layers.base import Layer, ParamSpec, Shape
 from runner.registry import register
 
-_CONT_REFUSAL = "Cannot backpropagate to sequence indicators (Check failed: !propagate_down[{}])"
+_CONT_REFUSAL = "Cannot backpropagate to sequence indicators. ({}: Check failed: !propagate_down[{}])"
 
 
 class _LSTMStep(torch.autograd.Function):
@@ -73,7 +73,7 @@ class LSTMUnit(Layer):
         return bottom_index != 2
 
     def backward_refusal(self, propagate_down: Sequence[bool]) -> Optional[str]:
-        return _CONT_REFUSAL.format(2) if propagate_down[2] else None
+        return _CONT_REFUSAL.format("lstm_unit_layer.cpp", 2) if propagate_down[2] else None
 
 
 class _Recurrent(Layer):
@@ -144,7 +144,7 @@ class _Recurrent(Layer):
         return bottom_index != 1
 
     def backward_refusal(self, propagate_down: Sequence[bool]) -> Optional[str]:
-        return _CONT_REFUSAL.format(1) if propagate_down[1] else None
+        return _CONT_REFUSAL.format("recurrent_layer.cpp", 1) if propagate_down[1] else None
 
     def _initial_state(self, bottoms: List[torch.Tensor], static: bool, streams: int,
                        like: torch.Tensor) -> List[torch.Tensor]:

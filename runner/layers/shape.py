@@ -233,4 +233,4 @@ class ArgMax(Layer):
         return [out.reshape((outer, 2 if self.out_max_val else 1, self.top_k) + pad)]
 
     def backward_refusal(self, propagate_down: Sequence[bool]) -> Optional[str]:
-        return "ArgMax has no backward (argmax_layer.hpp: Not Implemented Yet)"
+        return "Not Implemented Yet: Caffe has no backward for ArgMax (argmax_layer.hpp)"
