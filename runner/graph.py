@@ -650,7 +650,7 @@ def _decide_backward(graph: NetGraph) -> None:
                              f"for {len(slot.bottoms)} bottoms; give none, or one per bottom")
         slot.bottom_need_backward = (list(lp.propagate_down) if len(lp.propagate_down)
                                      else [blob_need.get(b, False) for b in slot.bottoms])
-        num_params = len(slot.python_layer.blobs) if slot.python_layer is not None else len(slot.params)
+        num_params = len(getattr(slot.python_layer, "blobs", ())) if slot.python_layer is not None else len(slot.params)
         need = any(blob_need.get(b, False) for b in slot.bottoms) or \
             any(_param_lr(lp, i) != 0 for i in range(num_params))
         for i, top in enumerate(slot.tops):

@@ -134,6 +134,33 @@ def test_state_carries_over_to_the_next_forward(name: str) -> None:
         assert_close(net.blobs["out"].data, want[half], 1e-5, f"steps {half}")
 
 
+@pytest.mark.parametrize("name", ["rnn_T4_N2", "lstm_T4_N2"])
+def test_static_input_enters_every_step(name: str, tmp_path) -> None:
+    """A static input (N, S) adds ``W_static s`` at every step, W_static being parameter 2 (after the input
+    transform's weights and bias). With the same s for every stream and that term taken off the bias, the
+    net is real Caffe's net without a static input: same outputs, same input gradient."""
+    case = Case("layers", name)
+    text = open(case.prototxt).read().replace('bottom: "cont"', 'bottom: "cont"\n  bottom: "s"', 1)
+    path = tmp_path / "net.prototxt"
+    path.write_text('layer { name: "s" type: "Input" top: "s" input_param { shape { dim: 2 dim: 3 } } }\n' + text)
+    net = Net(str(path), case.phase)
+    params, inputs = case.arrays("params"), case.arrays("inputs")
+    rng = np.random.RandomState(0)
+    static = rng.randn(3).astype(np.float32)
+    w_static = rng.randn(*net.params["out"][2].data.shape).astype(np.float32)
+    caffe_blobs = [params[f"out/{i}"] for i in range(len(params))]
+    caffe_blobs[1] = caffe_blobs[1] - w_static @ static
+    for blob, value in zip(net.params["out"], caffe_blobs[:2] + [w_static] + caffe_blobs[2:]):
+        blob.data[...] = value
+    net.blobs["s"].data[...] = static
+    for key in ("x", "cont", "target"):
+        net.blobs[key].data[...] = inputs[key]
+    net.forward()
+    net.backward()
+    assert_close(net.blobs["out"].data, case.arrays("forward")["out"], 1e-5, "out")
+    assert_close(net.blobs["x"].diff, case.arrays("diffs")["x"], 1e-4, "x diff")
+
+
 def test_recurrent_steps_are_fixed_when_the_net_is_built() -> None:
     net = Net(Case("layers", "lstm_T4_N2").prototxt, caffe.TRAIN)
     net.blobs["x"].reshape(5, 2, 3)

@@ -1,7 +1,7 @@
 """Element-wise functions beyond the classic neurons: ELU, Exp, Log, BNLL, Threshold, Clip, Swish.
 
 Each maps one bottom to one top of its shape (``neuron._NeuronLayer``). Autograd's derivatives are
-Caffe's for all of them except at BNLL's kink-free but overflow-prone tails, so BNLL carries Caffe's
+Caffe's for all but BNLL, whose overflow-free form has no derivative at 0, so BNLL carries Caffe's
 backward. Threshold has no backward in Caffe: a backward that reaches it is refused, as Caffe aborts.
 """
 from __future__ import annotations

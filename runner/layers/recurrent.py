@@ -20,6 +20,7 @@ import math
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from runner.layers.base import Layer, ParamSpec, Shape
 from runner.registry import register
@@ -100,9 +101,11 @@ class _Recurrent(Layer):
         return ValueError(f"layer '{self.name}' ({self.type}): {message}")
 
     def _has_static(self, num_bottoms: int) -> bool:
+        """Whether the bottoms include the static input (Caffe: more than x, cont and the exposed states)."""
         if not 2 + self.exposed <= num_bottoms <= 3 + self.exposed:
-            raise self._error(f"takes x, cont, an optional static input{' and the exposed states' * bool(self.exposed)}"
-                              f" ({2 + self.exposed} or {3 + self.exposed} bottoms), got {num_bottoms}")
+            states = f", then the {self.exposed} exposed states" if self.exposed else ""
+            raise self._error(f"takes x, cont and an optional static input{states}: {2 + self.exposed} or "
+                              f"{3 + self.exposed} bottoms, got {num_bottoms}")
         return num_bottoms == 3 + self.exposed
 
     def _check(self, bottom_shapes: Sequence[Shape]) -> Tuple[int, int, bool]:
@@ -161,9 +164,9 @@ class _Recurrent(Layer):
         steps, streams, static = self._check([tuple(b.shape) for b in bottoms])
         x = bottoms[0].reshape(steps, streams, -1)
         cont = bottoms[1].detach()
-        inputs = torch.nn.functional.linear(x, params[0], params[1])
+        inputs = F.linear(x, params[0], params[1])
         if static:
-            inputs = inputs + torch.nn.functional.linear(bottoms[2].reshape(streams, -1), params[2])
+            inputs = inputs + F.linear(bottoms[2].reshape(streams, -1), params[2])
         state = self._initial_state(bottoms, static, streams, x)
         outputs, state = self.unroll(inputs, cont, state, params[2 + static:])
         final = [s.detach() for s in state]
@@ -195,9 +198,9 @@ class RNN(_Recurrent):
         (h,) = state
         hidden = []
         for t in range(inputs.shape[0]):
-            h = torch.tanh(torch.nn.functional.linear(h * cont[t].unsqueeze(-1), w_hh) + inputs[t])
+            h = torch.tanh(F.linear(h * cont[t].unsqueeze(-1), w_hh) + inputs[t])
             hidden.append(h)
-        return torch.tanh(torch.nn.functional.linear(torch.stack(hidden), w_ho, b_o)), [h]
+        return torch.tanh(F.linear(torch.stack(hidden), w_ho, b_o)), [h]
 
 
 @register("LSTM")
@@ -217,7 +220,7 @@ class LSTM(_Recurrent):
         h, c = state
         hidden = []
         for t in range(inputs.shape[0]):
-            gates = torch.nn.functional.linear(h * cont[t].unsqueeze(-1), w_hc) + inputs[t]
+            gates = F.linear(h * cont[t].unsqueeze(-1), w_hc) + inputs[t]
             c, h = _LSTMStep.apply(c, gates, cont[t])
             hidden.append(h)
         return torch.stack(hidden), [h, c]
