@@ -65,7 +65,9 @@ class Filter(Layer):
 
     The top's first axis follows the selector's values, so it is known only at forward: at setup Caffe
     sizes the tops like the bottoms (``top_shapes`` does the same), and each forward gives them the
-    filtered size. Layers after it are sized for N at setup, as in Caffe; the layer runs eagerly."""
+    filtered size. Layers after it are sized for N at setup, as in Caffe; the layer runs eagerly. One
+    difference: ``net.reshape()`` sizes the tops for N again, where Caffe's later reshapes count the
+    selector's non-zeros; the next forward sizes them right either way."""
 
     traceable = False
 
