@@ -661,13 +661,10 @@ def _decide_backward(graph: NetGraph) -> None:
     skipped: set = set()
     for slot in reversed(graph.slots):
         contributes = any(w != 0 or top in under_loss for top, w in zip(slot.tops, slot.top_loss_weights))
-        if all(top in skipped for top in slot.tops) and slot.need_backward:
+        if not contributes or (slot.need_backward and all(top in skipped for top in slot.tops)):
             slot.need_backward = False
             slot.bottom_need_backward = [False] * len(slot.bottoms)
-        if not contributes:
-            slot.need_backward = False
-            slot.bottom_need_backward = [False] * len(slot.bottoms)
-        else:
+        if contributes:
             under_loss.update(slot.bottoms)
         skipped.update(b for b, needs in zip(slot.bottoms, slot.bottom_need_backward) if not needs)
     if graph.force_backward:
