@@ -361,7 +361,8 @@ def _fill_layer(layer: Layer, name: str, arrays: Sequence[np.ndarray]) -> None:
 def _new_blob(container, array: np.ndarray) -> None:
     """Append a BlobProto with ``shape { dim }`` and the values of ``array``."""
     proto = container.add()
-    proto.shape.dim.extend(np.shape(array))
+    if np.ndim(array):  # Caffe's Blob::ToProto writes no shape message at all for a 0-d blob
+        proto.shape.dim.extend(np.shape(array))
     _set_blob_data(proto, array)
 
 

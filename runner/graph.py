@@ -87,6 +87,10 @@ class LayerSlot:
     params: List[torch.nn.Parameter] = field(default_factory=list)
     param_needs_grad: List[bool] = field(default_factory=list)
     top_loss_weights: List[float] = field(default_factory=list)
+    #: Caffe's verdicts from Net::Init (``_decide_backward``): whether backward runs this layer, and which
+    #: of its bottoms it is asked to differentiate (its ``propagate_down``).
+    need_backward: bool = False
+    bottom_need_backward: List[bool] = field(default_factory=list)
 
     @property
     def is_input(self) -> bool:
@@ -246,7 +250,7 @@ class NetGraph(torch.nn.Module):
         if self._stretches is None:
             bounds: List[Tuple[int, int, bool]] = []
             for index, slot in enumerate(self.slots):
-                builtin = slot.impl is not None and not slot.impl.runs_on_host
+                builtin = slot.impl is not None and slot.impl.traceable
                 if builtin and bounds and bounds[-1][2]:
                     bounds[-1] = (bounds[-1][0], index, True)
                 else:
@@ -295,6 +299,7 @@ class NetGraph(torch.nn.Module):
         """Fill blob diffs (overwritten) and parameter diffs (accumulated, as Caffe) for layers end..start."""
         if not first_versions:
             raise RuntimeError(f"net '{self.name}': backward called before forward")
+        self._refuse_backward(end, start)
         if start == len(self.slots) - 1:
             seeds, seed_grads = self.backward_seeds()
         else:
@@ -328,6 +333,16 @@ class NetGraph(torch.nn.Module):
             for (p_blob, _), grad in zip(param_targets, grads[len(blob_targets):]):
                 if grad is not None:
                     p_blob.diff_tensor().add_(grad)
+
+    def _refuse_backward(self, end: int, start: int) -> None:
+        """Raise where real Caffe aborts: a layer that backward runs through refuses the gradients its bottoms
+        are asked for (it has no backward, or a bottom holds indices). Checked before any diff changes."""
+        for slot in self.slots[end:start + 1]:
+            if slot.need_backward and slot.impl is not None:
+                reason = slot.impl.backward_refusal(slot.bottom_need_backward)
+                if reason is not None:
+                    raise ValueError(f"net '{self.name}': layer '{slot.name}' ({slot.type}) cannot back-propagate, "
+                                     f"as in Caffe: {reason}")
 
     def clear_param_diffs(self) -> None:
         with torch.no_grad():
@@ -470,6 +485,7 @@ def build_graph(source: Any, phase: int, level: int, stages: List[str], device: 
             _set_top_shapes(graph, slot)
         graph.slots.append(slot)
     _decide_gradients(graph)
+    _decide_backward(graph)
     graph.output_names = sorted(available)  # Caffe collects the leftover blobs in a std::set
     graph.param_list = torch.nn.ParameterList(list({id(p): p for s in graph.slots for p in s.params}.values()))
     return graph
@@ -630,3 +646,41 @@ def _decide_gradients(graph: NetGraph) -> None:
     for slot in graph.slots:
         for param in slot.params:
             param.requires_grad_(needed[id(param)])
+
+
+def _decide_backward(graph: NetGraph) -> None:
+    """Caffe's Net::Init bookkeeping of backward, kept on each slot: a layer needs backward when a bottom
+    blob does or it has a parameter with lr_mult != 0, and then its tops do; ``propagate_down`` overrides
+    the bottoms' flags (not the layer's); a layer under no loss, or whose tops' gradients nobody wants,
+    needs none; ``force_backward`` then runs every layer and asks for every bottom the layer allows
+    (``allow_force_backward``). Autograd computes the gradients; these flags say where Caffe would refuse."""
+    blob_need: Dict[str, bool] = {}
+    for slot in graph.slots:
+        lp = slot.layer_param
+        if len(lp.propagate_down) not in (0, len(slot.bottoms)):
+            raise ValueError(f"layer '{slot.name}' ({slot.type}): {len(lp.propagate_down)} propagate_down values "
+                             f"for {len(slot.bottoms)} bottoms; give none, or one per bottom")
+        slot.bottom_need_backward = (list(lp.propagate_down) if len(lp.propagate_down)
+                                     else [blob_need.get(b, False) for b in slot.bottoms])
+        num_params = len(getattr(slot.python_layer, "blobs", ())) if slot.python_layer is not None else len(slot.params)
+        need = any(blob_need.get(b, False) for b in slot.bottoms) or \
+            any(_param_lr(lp, i) != 0 for i in range(num_params))
+        for i, top in enumerate(slot.tops):
+            in_place = i < len(slot.bottoms) and slot.bottoms[i] == top
+            blob_need[top] = need or (in_place and blob_need.get(top, False))
+        slot.need_backward = need
+    under_loss: set = set()
+    skipped: set = set()
+    for slot in reversed(graph.slots):
+        contributes = any(w != 0 or top in under_loss for top, w in zip(slot.tops, slot.top_loss_weights))
+        if not contributes or (slot.need_backward and all(top in skipped for top in slot.tops)):
+            slot.need_backward = False
+            slot.bottom_need_backward = [False] * len(slot.bottoms)
+        if contributes:
+            under_loss.update(slot.bottoms)
+        skipped.update(b for b, needs in zip(slot.bottoms, slot.bottom_need_backward) if not needs)
+    if graph.force_backward:
+        for slot in graph.slots:
+            slot.need_backward = True
+            allow = slot.impl.allow_force_backward if slot.impl is not None else (lambda index: True)
+            slot.bottom_need_backward = [needs or allow(i) for i, needs in enumerate(slot.bottom_need_backward)]

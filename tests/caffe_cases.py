@@ -6,15 +6,17 @@ import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 ROOT = os.path.join(os.path.dirname(__file__), "fixtures", "caffe_reference")
 
 
-def case_names(section: str) -> List[str]:
-    with open(os.path.join(ROOT, section, "index.json")) as f:
+def case_names(section: str, index: str = "index.json") -> List[str]:
+    """The cases a section's index lists: ``index.json`` (the original cases) or ``index_ext.json`` (the
+    extension: every other BVLC layer type, other losses)."""
+    with open(os.path.join(ROOT, section, index)) as f:
         return [entry["name"] for entry in json.load(f)]
 
 
@@ -66,6 +68,22 @@ class Case:
     def tolerance(self) -> float:
         """Relative to the blob's max-abs: summation-order noise in the big FCN nets is larger."""
         return 1e-4 if self.section == "fcn" else 1e-5
+
+
+def prepared_net(case: Case, net_param: Optional[Any] = None) -> Any:
+    """A runner Net of the case (or of ``net_param``, a variant of its prototxt) with the case's weights and
+    inputs set through the pycaffe API, as the fixture generator set them; an Input blob whose shape
+    differs from the input's is reshaped first, as the generator did for Filter's target."""
+    from runner.net import Net
+    net = Net(net_param if net_param is not None else case.prototxt, case.phase)
+    for key, value in case.arrays("params").items():
+        layer, index = key.rsplit("/", 1)
+        net.params[layer][int(index)].data[...] = value
+    for name, value in case.arrays("inputs").items():
+        if net.blobs[name].shape != value.shape:
+            net.blobs[name].reshape(*value.shape)
+        net.blobs[name].data[...] = value
+    return net
 
 
 def assert_close(got: np.ndarray, want: np.ndarray, rel: float, what: str) -> None:

@@ -15,7 +15,8 @@ from netspec.caffemodel import (CaffemodelError, blob_shape, load_caffemodel, lo
 from netspec.prototxt import PrototxtError, parse_prototxt, read_prototxt, write_prototxt
 
 CAFFEMODELS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "**", "*.caffemodel*"),
-                                                                  recursive=True))
+                                                                  recursive=True)
+                     if not p.endswith(".h5"))  # binary protobuf only; tests/test_hdf5.py has the HDF5 ones
 SOLVERSTATES = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "solvers", "*",
                                                                                 "*.solverstate")))
 PROTOTXTS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "**", "*.prototxt"),

@@ -5,7 +5,9 @@ blobs it owns (shapes and fillers, given the bottom shapes), and calls ``forward
 Backward is autograd's job: a layer writes a custom ``torch.autograd.Function`` only where Caffe's
 gradient differs from the mathematical one (e.g. tie-breaking rules). Top shapes are found by running
 ``forward`` on meta tensors, so forwards must not depend on data for shapes (no boolean indexing,
-no ``.item()``).
+no ``.item()``); the one Caffe layer whose top shape follows the values (Filter) says so with
+``top_shapes`` and ``traceable``. Where Caffe refuses a backward, the layer names the reason in
+``backward_refusal`` and the net raises it when a backward reaches the layer, as Caffe aborts there.
 """
 from __future__ import annotations
 
@@ -43,16 +45,30 @@ class Layer:
     def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """Caffe's AllowForceBackward: whether ``force_backward`` asks this layer for that bottom's gradient.
+        Caffe's loss layers say no for their labels, recurrent layers for their sequence indicators."""
+        return True
+
+    def backward_refusal(self, propagate_down: Sequence[bool]) -> Optional[str]:
+        """Why real Caffe aborts this layer's backward when it runs with these bottoms needing gradients
+        (``propagate_down`` as Net::Init decides it), in Caffe's words; None where it runs. Layers without a
+        backward (Threshold, ArgMax) and bottoms Caffe cannot differentiate (indices, selectors) refuse;
+        a bottom that needs no gradient just gets none (a zero diff)."""
+        return None
+
+    #: False where ``forward`` cannot be traced into a compiled stretch: its top shapes follow the values
+    #: (Filter), it carries state from one pass to the next (RNN, LSTM), or it reads or writes files on
+    #: every pass (HDF5Data, HDF5Output: a trace would replay its first I/O as a constant). Such layers
+    #: run eagerly, each time.
+    traceable = True
+
     def top_shapes(self, bottom_shapes: Sequence[Shape], param_shapes: Sequence[Shape]) -> Optional[List[Shape]]:
         """The tops' shapes, checked as ``forward`` checks them, where the layer can say without running;
         None: the net runs ``forward`` on meta tensors instead. Worth it for the common layers: torch
         computes some meta shapes through Python references whose first use imports torch._dynamo and
         sympy, over a second of every fresh process's first net."""
         return None
-
-    #: True where the layer reads or writes files on every forward (HDF5Data, HDF5Output): it must run each
-    #: time, outside any torch.compile'd stretch, which would trace its I/O once and replay a constant.
-    runs_on_host = False
 
     #: True where the layer hands out tensors it keeps from one pass to the next (DummyData's constants):
     #: nothing may overwrite those in place.

@@ -36,22 +36,13 @@ class _Geometry:
         return self.dilation[i] * (self.kernel[i] - 1) + 1
 
 
-class _ConvBase(Layer):
-    """Parameter reading and the (de)convolution call shared by both layer types."""
-
-    #: True for Deconvolution: channels and num_output swap roles in the weight shape.
-    transposed = False
-    #: Set by ``Net.set_speed(winograd=True)``: eligible 2-D convolutions go through ``winograd.conv2d``.
-    use_winograd = False
+class ConvolutionGeometry(Layer):
+    """Reading ``convolution_param``'s kernel, stride, pad and dilation by Caffe's rules; shared by the
+    (de)convolutions and Im2col, which takes the same parameters."""
 
     def __init__(self, layer_param: Any, phase: int) -> None:
         super().__init__(layer_param, phase)
-        p = layer_param.convolution_param
-        self.p = p
-        if p.num_output <= 0:
-            raise self._error(f"num_output must be positive, got {p.num_output}")
-        if p.group <= 0 or p.num_output % p.group:
-            raise self._error(f"num_output ({p.num_output}) must be a multiple of group ({p.group})")
+        self.p = layer_param.convolution_param
         self._geometries: Dict[int, _Geometry] = {}
 
     def _error(self, message: str) -> ValueError:
@@ -97,6 +88,23 @@ class _ConvBase(Layer):
                 raise self._error(f"{name} dimensions must be positive, got {values}")
         self._geometries[num_axes] = g
         return g
+
+
+class _ConvBase(ConvolutionGeometry):
+    """Weights and the (de)convolution call shared by both layer types."""
+
+    #: True for Deconvolution: channels and num_output swap roles in the weight shape.
+    transposed = False
+    #: Set by ``Net.set_speed(winograd=True)``: eligible 2-D convolutions go through ``winograd.conv2d``.
+    use_winograd = False
+
+    def __init__(self, layer_param: Any, phase: int) -> None:
+        super().__init__(layer_param, phase)
+        p = self.p
+        if p.num_output <= 0:
+            raise self._error(f"num_output must be positive, got {p.num_output}")
+        if p.group <= 0 or p.num_output % p.group:
+            raise self._error(f"num_output ({p.num_output}) must be a multiple of group ({p.group})")
 
     def _channels(self, shape: Shape) -> int:
         return shape[canonical_axis(self, self.p.axis, len(shape))]

@@ -37,7 +37,7 @@ from runner.registry import register
 class HDF5Data(Layer):
     """Batches of rows from the HDF5 files a list file names (see the module doc)."""
 
-    runs_on_host = True
+    traceable = False  # file I/O on every forward
 
     def __init__(self, layer_param: Any, phase: int) -> None:
         super().__init__(layer_param, phase)
@@ -156,7 +156,7 @@ class HDF5Data(Layer):
 class HDF5Output(Layer):
     """Writes its bottoms ``data`` and ``label`` to ``hdf5_output_param.file_name`` (see the module doc)."""
 
-    runs_on_host = True
+    traceable = False  # file I/O on every forward
 
     def __init__(self, layer_param: Any, phase: int) -> None:
         super().__init__(layer_param, phase)

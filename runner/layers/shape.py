@@ -1,15 +1,16 @@
-"""Layers that move or relabel data without arithmetic: Concat, Slice, Flatten, Reshape, ArgMax.
+"""Layers that move or relabel data without arithmetic: Concat, Slice, Flatten, Reshape, Tile, ArgMax.
 
-Also home of ``canonical_axis``, Caffe's rule for negative axes, which the other layer families share.
+Also home of ``canonical_axis``, Caffe's rule for negative axes, and ``legacy_shape``, its 4-D
+num/channels/height/width view, which the other layer families share.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch
 
-from runner.layers.base import Layer
+from runner.layers.base import Layer, Shape
 from runner.registry import register
 
 
@@ -20,6 +21,15 @@ def canonical_axis(layer: Layer, axis: int, num_axes: int) -> int:
         raise ValueError(f"layer '{layer.name}' ({layer.type}): axis {axis} out of range for a "
                          f"{num_axes}-D bottom blob")
     return axis + num_axes if axis < 0 else axis
+
+
+def legacy_shape(layer: Layer, shape: Sequence[int]) -> Shape:
+    """Caffe's ``num(), channels(), height(), width()`` of a blob: its shape padded with 1s to 4 axes; a
+    blob of more than 4 axes has none (an error naming the layer)."""
+    if len(shape) > 4:
+        raise ValueError(f"layer '{layer.name}' ({layer.type}): a bottom of shape {tuple(shape)} has more than "
+                         f"the 4 axes (num, channels, height, width) this layer reads")
+    return tuple(shape) + (1,) * (4 - len(shape))
 
 
 def legacy_axis(layer: Layer, param: Any, legacy_field: str) -> int:
@@ -155,12 +165,41 @@ class Reshape(Layer):
         return [x.reshape(self.top_shape(tuple(x.shape)))]
 
 
+@register("Tile")
+class Tile(Layer):
+    """``tiles`` copies of the bottom laid end to end along ``axis`` (default 1): the blocks from ``axis``
+    on repeat, so the top holds ``x[..., 0:n], x[..., 0:n], ...``; the gradient sums the copies."""
+
+    def __init__(self, layer_param: Any, phase: int) -> None:
+        super().__init__(layer_param, phase)
+        param = layer_param.tile_param
+        if not param.HasField("tiles"):
+            raise ValueError(f"layer '{self.name}' (Tile): tile_param.tiles must be given")
+        if param.tiles <= 0:
+            raise ValueError(f"layer '{self.name}' (Tile): tiles must be positive, got {param.tiles}")
+        self.axis, self.tiles = int(param.axis), int(param.tiles)
+
+    def top_shapes(self, bottom_shapes: Sequence[Shape], param_shapes: Sequence[Shape]) -> List[Shape]:
+        self.check_bottoms(1, 1, bottom_shapes)
+        shape = list(bottom_shapes[0])
+        axis = canonical_axis(self, self.axis, len(shape))
+        shape[axis] *= self.tiles
+        return [tuple(shape)]
+
+    def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
+        self.check_bottoms(1, 1, bottoms)
+        x = bottoms[0]
+        axis = canonical_axis(self, self.axis, x.dim())
+        return [x.repeat((1,) * axis + (self.tiles,) + (1,) * (x.dim() - axis - 1))]
+
+
 @register("ArgMax")
 class ArgMax(Layer):
     """The ``top_k`` largest entries per example (the flattened ``C*H*W``) or along ``axis``. Without
     axis the top is ``(N, 1, k, 1...)`` indices, or ``(N, 2, k, 1...)`` indices then values with
     ``out_max_val``; with axis it holds indices, or only the values with ``out_max_val``. Equal values
-    rank the higher index first, as Caffe's ``partial_sort`` of (value, index) pairs. No gradient."""
+    rank the higher index first, as Caffe's ``partial_sort`` of (value, index) pairs. No gradient: Caffe
+    has no backward for it, so a backward through it is refused."""
 
     def __init__(self, layer_param: Any, phase: int) -> None:
         super().__init__(layer_param, phase)
@@ -192,3 +231,6 @@ class ArgMax(Layer):
         out = torch.cat([indices, values], dim=1) if self.out_max_val else indices
         pad = (1,) * (max(len(shape), 3) - 3)
         return [out.reshape((outer, 2 if self.out_max_val else 1, self.top_k) + pad)]
+
+    def backward_refusal(self, propagate_down: Sequence[bool]) -> Optional[str]:
+        return "Not Implemented Yet: Caffe has no backward for ArgMax (argmax_layer.hpp)"
