@@ -12,7 +12,7 @@ else
 PY := $(VENV)/bin/python
 endif
 
-.PHONY: install install-test demo test nets bench experiments
+.PHONY: install install-test demo test fuzz nets bench experiments
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) || { echo "could not create $(VENV) with $(PYTHON): on Debian/Ubuntu install python3-venv (apt-get install python3-venv), or activate a virtualenv first" >&2; exit 1; }
@@ -37,6 +37,12 @@ experiments: install
 
 test: install-test
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+# Malformed files (truncated, flipped, lying lengths, gzip bombs, gigapixel headers, deep nesting) against
+# every reader for FUZZ_SECONDS per reader, fresh seeds each run; `make test` runs a fixed seeded subset.
+FUZZ_SECONDS ?= 60
+fuzz: install-test
+	FCN_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -s -m fuzz tests/test_fuzz_readers.py
 
 # Every models/<experiment>/*.prototxt, rewritten from its net.py (`python -m models.make_nets --check`
 # only compares).

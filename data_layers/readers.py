@@ -4,6 +4,7 @@ Every reader turns a decoder's failure into a BadSampleError naming the file: PI
 exception types (OSError, SyntaxError, IndexError, ...) for truncated or foreign files, and the layer
 must be able to report or skip one bad sample without guessing which.
 """
+import io
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ import scipy.io
 from PIL import Image
 
 from data_layers.errors import BadSampleError
+from data_layers.mat_check import check_mat5
 from netspec import limits
 from netspec.atomic import PathLike
 
@@ -80,7 +82,9 @@ def read_png16(path: Path) -> np.ndarray:
 def read_mat(path: Path, variable: str, field: Optional[str] = None) -> np.ndarray:
     """A variable of a MATLAB .mat file, or one field of a 1x1 struct variable (SBD's ``GTcls``)."""
     with _decoding(path):
-        contents = scipy.io.loadmat(str(path))
+        data = Path(path).read_bytes()
+        check_mat5(data)  # scipy's reader trusts declared sizes; a lying file would crash the process
+        contents = scipy.io.loadmat(io.BytesIO(data))
         if variable not in contents:
             raise BadSampleError(path, f"has no variable '{variable}'")
         value = contents[variable]

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import io
 import os
-from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -77,12 +78,12 @@ def load_weights_hdf5(path: PathLike) -> Dict[str, LayerBlobs]:
         layers: Dict[str, LayerBlobs] = {}
         for layer_name, group in data.items():
             if not isinstance(group, h5py.Group):
-                raise HDF5FormatError(f"{where}: 'data/{layer_name}' is a dataset; Caffe's weights file has a "
+                raise HDF5FormatError(f"{where}: {_quoted('data/' + layer_name)} is a dataset; Caffe's weights file has a "
                                       f"group per layer")
             blobs: LayerBlobs = {}
             for key in group:
                 if not key.isdigit():
-                    raise HDF5FormatError(f"{where}: 'data/{layer_name}/{key}' is not a blob index (Caffe names "
+                    raise HDF5FormatError(f"{where}: {_quoted(f'data/{layer_name}/{key}')} is not a blob index (Caffe names "
                                           f"a layer's blobs 0, 1, ...)")
                 blobs[int(key)] = _read_float(group, key, 0, MAX_BLOB_AXES, where, f"data/{layer_name}/")
             layers[layer_name] = blobs
@@ -172,26 +173,39 @@ def write_datasets(path: PathLike, arrays: Mapping[str, np.ndarray]) -> None:
 
 # ----- helpers -----
 
+def _quoted(value: object) -> str:
+    """A name (or list of names) read from the file, quoted and clipped for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def _h5py():
     import h5py  # imported here: only processes that touch HDF5 files pay for it
     return h5py
 
 
-def _open(where: str) -> "h5py.File":
+@contextmanager
+def _open(where: str) -> Iterator["h5py.File"]:
+    """The file open for reading; whatever the HDF5 library raises on a damaged file while it is read
+    (OSError, RuntimeError such as "bad heap free list", KeyError...) becomes one HDF5FormatError line."""
     h5py = _h5py()
     if not os.path.exists(where):
         raise FileNotFoundError(f"{where}: no such HDF5 file")
     try:
-        return h5py.File(where, "r")
-    except OSError as err:
-        raise HDF5FormatError(f"{where}: not a readable HDF5 file ({str(err).splitlines()[0]})") from None
+        with h5py.File(where, "r") as handle:
+            yield handle
+    except HDF5FormatError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        raise HDF5FormatError(f"{where}: not a readable HDF5 file ({type(err).__name__}: {first_line})") from None
 
 
 def _group(handle: "h5py.File", name: str, where: str) -> "h5py.Group":
     h5py = _h5py()
     group = handle.get(name)
     if not isinstance(group, h5py.Group):
-        raise HDF5FormatError(f"{where}: no group '{name}' (keys: {sorted(handle.keys())})")
+        raise HDF5FormatError(f"{where}: no group {_quoted(name)} (keys: {_quoted(sorted(handle.keys()))})")
     return group
 
 
@@ -199,7 +213,7 @@ def _dataset(parent: "h5py.Group", name: str, where: str, prefix: str) -> "h5py.
     h5py = _h5py()
     dataset = parent.get(name)
     if not isinstance(dataset, h5py.Dataset):
-        raise HDF5FormatError(f"{where}: no dataset '{prefix}{name}' (has: {sorted(parent.keys())})")
+        raise HDF5FormatError(f"{where}: no dataset {_quoted(prefix + name)} (has: {_quoted(sorted(parent.keys()))})")
     return dataset
 
 
@@ -208,12 +222,12 @@ def _read_float(parent: "h5py.Group", name: str, min_axes: int, max_axes: Option
     """hdf5_load_nd_dataset: a float or integer dataset with an allowed number of axes, as float32."""
     dataset = _dataset(parent, name, where, prefix)
     if dataset.dtype.kind not in "fiu":
-        raise HDF5FormatError(f"{where}: dataset '{prefix}{name}' holds {dataset.dtype}; Caffe reads only "
+        raise HDF5FormatError(f"{where}: dataset {_quoted(prefix + name)} holds {dataset.dtype}; Caffe reads only "
                               f"float or integer data")
     axes = dataset.ndim
     if axes < min_axes or (max_axes is not None and axes > max_axes):
         bound = f"at least {min_axes}" if max_axes is None else f"{min_axes}..{max_axes}"
-        raise HDF5FormatError(f"{where}: dataset '{prefix}{name}' has {axes} axes, Caffe needs {bound}")
+        raise HDF5FormatError(f"{where}: dataset {_quoted(prefix + name)} has {axes} axes, Caffe needs {bound}")
     return np.asarray(dataset[()], dtype=np.float32).reshape(dataset.shape)
 
 
