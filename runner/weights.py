@@ -1,6 +1,6 @@
 """Weights in and out of a built net in Caffe's caffemodel format.
 
-Loading follows Caffe's CopyTrainedLayersFrom: match by layer name, ignore layers the net lacks, demand
+Loading follows Caffe's CopyTrainedLayersFrom: match by layer name, ignore (and log) layers the net lacks, demand
 the same number of blobs and the same shapes (legacy num/channels/height/width blobs count as equal when
 they match the target shape padded with leading 1s, as released VGG16/FCN models need). Saving follows
 Net::ToProto so that real Caffe (and our own loader) reads the file back bit for bit.
@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence, Set, Tuple
 import numpy as np
 import torch
 
-from netspec import caffe_pb2
+from netspec import caffe_pb2, glog
 from netspec.caffemodel import load_caffemodel, save_caffemodel as _write_caffemodel
 
 
@@ -32,8 +32,11 @@ def copy_weights_from(graph, filename: str, adopt: bool = False) -> Set[int]:
     decoded arrays themselves as their storage instead of a copy. The file's bytes are then the weights:
     no second copy, no page faults writing one, peak memory about the file's size.
     """
-    _, params = load_caffemodel(filename)
+    source, params = load_caffemodel(filename)
     slots = {slot.name: slot for slot in graph.slots}
+    for layer in [*source.layer, *source.layers]:
+        if layer.name not in slots:
+            glog.info("net.cpp:746", "Ignoring source layer %s", layer.name)
     loaded: Set[int] = set()
     for layer_name, arrays in params.items():
         slot = slots.get(layer_name)
