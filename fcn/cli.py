@@ -1,7 +1,16 @@
-"""The ``fcn`` command line: argument parsing only; the work happens in the packages."""
+"""The ``fcn`` command line: argument parsing only; the work happens in the packages.
+
+Console: the commands keep a console for people (progress bars, scores, reports) and start glog as
+Caffe's tools do but without their ``alsologtostderr``: Caffe's INFO lines (net construction, the
+solver's display lines) stay off the console unless asked for with ``GLOG_logtostderr=1`` (or
+``GLOG_alsologtostderr=1``), which prints them, above any progress bar, exactly as ``caffe train``
+would, ready for parse_log.py; errors always show (``GLOG_stderrthreshold``, default 2). ``fcn pycaffe``
+runs a pycaffe script and leaves glog as pycaffe has it (every line on stderr).
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import List, Optional
 
@@ -294,8 +303,10 @@ def command() -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from netspec import glog
     try:
-        return args.run(args)
+        with glog.google_logging() if args.command != "pycaffe" else contextlib.nullcontext():
+            return args.run(args)
     except (ValueError, OSError) as err:  # bad input, missing or unwritable files: one line, no traceback
         print(f"fcn {args.command}: error: {err}", file=sys.stderr)
         return 2

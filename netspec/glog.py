@@ -29,13 +29,14 @@ Environment, read once at import as glog reads its flags at start-up:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -82,9 +83,9 @@ class GlogFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         letter = "IIIWEF"[min(5, max(0, record.levelno // 10))]
-        stamp = time.localtime(record.created)
+        seconds, micros = divmod(round(record.created * 1e6), 1_000_000)
+        stamp = time.localtime(seconds)
         date = time.strftime("%Y%m%d" if self.year else "%m%d", stamp)
-        micros = int((record.created - int(record.created)) * 1e6)
         thread = getattr(record, "native_thread", None) or threading.get_native_id()
         where = getattr(record, "caffe_where", None) or f"{record.filename}:{record.lineno}"
         message = record.getMessage()
@@ -97,7 +98,8 @@ class GlogFormatter(logging.Formatter):
 
 class StderrHandler(logging.StreamHandler):
     """A StreamHandler on whatever ``sys.stderr`` is at the time of each line (pytest's capture, a
-    redirect), which tqdm's ``logging_redirect_tqdm`` also recognises as console output."""
+    redirect), which tqdm's ``logging_redirect_tqdm`` also recognises as console output (it keeps the
+    formatter and filters of the handler it stands in for, so the stderr threshold is a filter)."""
 
     def __init__(self) -> None:
         logging.Handler.__init__(self)
@@ -121,6 +123,7 @@ class _Flags:
         self.alsologtostderr = env_bool("GLOG_alsologtostderr")
         self.year_in_prefix = env_bool("GLOG_log_year_in_prefix")
         self.initialized = False
+        self.root_solver = True
 
     def stderr_level(self) -> int:
         """The lowest level stderr shows (glog: everything before init or with (also)logtostderr)."""
@@ -132,11 +135,11 @@ class _Flags:
 FLAGS = _Flags()
 logger = logging.getLogger(LOGGER_NAME)
 _handler = StderrHandler()
+_handler.addFilter(lambda record: record.levelno >= FLAGS.stderr_level())
 
 
 def _apply_flags() -> None:
     logger.setLevel(severity_level(FLAGS.minloglevel))
-    _handler.setLevel(FLAGS.stderr_level())
     _handler.setFormatter(GlogFormatter(year=FLAGS.year_in_prefix))
 
 
@@ -161,14 +164,34 @@ def init_google_logging(minloglevel: Optional[int] = None, logtostderr: Optional
     _apply_flags()
 
 
+@contextlib.contextmanager
+def google_logging(minloglevel: Optional[int] = None, logtostderr: Optional[bool] = None,
+                   alsologtostderr: Optional[bool] = None) -> Iterator[None]:
+    """``init_google_logging`` for the time of a command-line tool's ``main``, then glog as it was (a tool
+    called in-process, by a test or a script, leaves the process's glog alone)."""
+    saved = dict(vars(FLAGS))
+    init_google_logging(minloglevel, logtostderr, alsologtostderr)
+    try:
+        yield
+    finally:
+        vars(FLAGS).update(saved)
+        _apply_flags()
+
+
+def set_root_solver(root: bool) -> None:
+    """Caffe::set_root_solver: in data-parallel training only the root solver's process logs INFO lines
+    (Caffe's ``LOG_IF(INFO, Caffe::root_solver())``), so a log has one copy of each, as parsers expect."""
+    FLAGS.root_solver = bool(root)
+
+
 def enabled(level: int = INFO) -> bool:
     """Whether a line of this level is logged at all: skip building costly messages when it is not."""
-    return logger.isEnabledFor(level)
+    return (level > INFO or FLAGS.root_solver) and logger.isEnabledFor(level)
 
 
 def log(level: int, where: str, message: str, *args: Any) -> None:
     """Log ``message % args`` as Caffe's LOG statement at ``where`` ("solver.cpp:239") does."""
-    if logger.isEnabledFor(level):
+    if enabled(level):
         logger.log(level, message, *args, extra={"caffe_where": where, "native_thread": threading.get_native_id()})
 
 

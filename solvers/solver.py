@@ -81,8 +81,8 @@ class Solver:
         self._history = [torch.zeros_like(p.blob.tensor()).detach()
                          for _ in range(self._rule.history_per_param) for p in self._learnable]
         self._callbacks: List[Tuple[Callable[[], Any], Callable[[], Any]]] = []
-        self._losses: List[float] = []
-        self._smoothed_loss = 0.0
+        self._losses: List[np.float32] = []
+        self._smoothed_loss = np.float32(0)
         self._iterations_last = 0
 
     # ----- pycaffe attributes -----
@@ -130,7 +130,7 @@ class Solver:
     @property
     def smoothed_loss(self) -> float:
         """The train loss averaged over the last ``average_loss`` iterations of the current ``step`` call."""
-        return self._smoothed_loss
+        return float(self._smoothed_loss)
 
     def add_callback(self, on_start: Callable[[], Any], on_gradients_ready: Callable[[], Any]) -> None:
         """Call ``on_start()`` at the start of each iteration and ``on_gradients_ready()`` once its gradients
@@ -170,7 +170,7 @@ class Solver:
         start_iter = self._iter
         stop_iter = self._iter + int(iters)
         self._losses = []
-        self._smoothed_loss = 0.0
+        self._smoothed_loss = np.float32(0)
         display = self._param.display
         started = time.perf_counter()
         while self._iter < stop_iter:
@@ -180,8 +180,10 @@ class Solver:
                 self.test_all()
             for on_start, _ in self._callbacks:
                 on_start()
-            loss = sum(self._forward_backward() for _ in range(self._param.iter_size)) / self._param.iter_size
-            self._update_smoothed_loss(loss, start_iter)
+            loss = np.float32(0)
+            for _ in range(self._param.iter_size):
+                loss += np.float32(self._forward_backward())
+            self._update_smoothed_loss(loss / np.float32(self._param.iter_size), start_iter)
             if display and self._iter % display == 0:
                 started = self._log_progress(started)
             for _, on_gradients_ready in self._callbacks:
@@ -224,15 +226,18 @@ class Solver:
         return loss
 
     def _update_smoothed_loss(self, loss: float, start_iter: int) -> None:
-        """Caffe's running mean of the last ``average_loss`` losses."""
+        """Caffe's running mean of the last ``average_loss`` losses, in float32 as Caffe keeps it."""
         window = self._param.average_loss
-        if len(self._losses) < window:
-            self._losses.append(loss)
-            self._smoothed_loss = (self._smoothed_loss * (len(self._losses) - 1) + loss) / len(self._losses)
-        else:
-            index = (self._iter - start_iter) % window
-            self._smoothed_loss += (loss - self._losses[index]) / window
-            self._losses[index] = loss
+        loss = np.float32(loss)
+        with np.errstate(all="ignore"):  # a non-finite loss is the training loop's to report
+            if len(self._losses) < window:
+                self._losses.append(loss)
+                size = np.float32(len(self._losses))
+                self._smoothed_loss = (self._smoothed_loss * (size - 1) + loss) / size
+            else:
+                index = (self._iter - start_iter) % window
+                self._smoothed_loss += (loss - self._losses[index]) / np.float32(window)
+                self._losses[index] = loss
 
     def _log_progress(self, started: float) -> float:
         """Caffe's display lines: speed and smoothed loss, then every element of every train net output.

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from netspec import caffe_pb2
+from netspec import caffe_pb2, glog
 from runner.device import set_device, set_mode_gpu
 from solvers import distributed
 from solvers.api import get_solver
@@ -169,6 +169,7 @@ def _score_ids(net: Any) -> List[str]:
 def train(config: TrainConfig) -> TrainResult:
     """Run the solve loop; see the module docstring."""
     group = distributed.init_from_environment()
+    glog.set_root_solver(group.is_main)
     solver = get_solver(config.solver_path)
     if solver.param.solver_mode == caffe_pb2.SolverParameter.GPU and not group.active:
         set_device(solver.param.device_id)  # as the `caffe train` tool honours solver_mode/device_id
@@ -298,11 +299,12 @@ def _json_metrics(scores: Any) -> Dict[str, Any]:
 
 
 def _logging_above(bar: Any) -> Any:
-    """While a progress bar is drawn, log lines (scores, warnings) are printed above it, not glued to it."""
+    """While a progress bar is drawn, log lines (scores, warnings, Caffe's glog lines) are printed above it,
+    not glued to it."""
     if bar is None:
         return contextlib.nullcontext()
     from tqdm.contrib.logging import logging_redirect_tqdm
-    return logging_redirect_tqdm()
+    return logging_redirect_tqdm(loggers=[logging.root, logging.getLogger(glog.LOGGER_NAME)])
 
 
 def _progress(total: int, enabled: bool, label: str) -> Any:
