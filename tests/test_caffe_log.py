@@ -22,7 +22,6 @@ from typing import Dict, List, Tuple
 import pytest
 from caffe_cases import ROOT
 
-from netspec import caffe_pb2
 from netspec.prototxt import parse_prototxt, read_prototxt, write_prototxt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +41,6 @@ import ast
 import lmdb
 import numpy as np
 
-from netspec import caffe_pb2
 from runner.python_layer import Layer
 
 
