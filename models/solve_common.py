@@ -6,6 +6,9 @@ step and a scoring call. Here each solve.py only declares its ``Recipe`` (those 
 and calls ``main``; the recipe steps are plain functions so tests can run them on tiny nets.
 
 Imports of torch and the runner happen inside functions: ``solve.py --help`` stays instant.
+
+The console is ``fcn train``'s: a progress bar, scores, one-line errors; Caffe's glog INFO lines (net
+construction, the solver's display lines) show, above the bar, with ``GLOG_logtostderr=1``.
 """
 from __future__ import annotations
 
@@ -253,6 +256,12 @@ def solve(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) ->
     """The solve.py command line for experiment ``folder``; returns the exit status (2: missing input)."""
     args = _parser(folder, recipe).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from netspec import glog
+    with glog.google_logging():
+        return _solve(folder, recipe, args)
+
+
+def _solve(folder: Path, recipe: Recipe, args: argparse.Namespace) -> int:
     try:
         weights = [] if args.restore else [w.locate(given) for w, given in
                                            zip(recipe.weights, args.weights or [None] * len(recipe.weights))]
