@@ -18,14 +18,15 @@ Environment, read once at import as glog reads its flags at start-up:
 * ``GLOG_minloglevel``: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL; lower severities are dropped.
 * Before ``init_google_logging`` (pycaffe never calls glog's InitGoogleLogging unless the script calls
   ``caffe.init_log``), every kept line goes to stderr, as pycaffe's do.
-* After it (the command-line tools), stderr gets only lines at or above ``GLOG_stderrthreshold``
-  (default 2, ERROR) unless ``GLOG_logtostderr`` or ``GLOG_alsologtostderr`` is true (``1``, ``t``, ``y``),
-  exactly glog's rule; Caffe's own tools set alsologtostderr, and so do ours.
-* ``GLOG_log_dir`` is ignored: nothing here writes log files (pycaffe writes none either). The lines glog
-  would send only to its files are dropped; to keep a log, keep stderr (``GLOG_logtostderr=1 ... 2> log``),
-  which is what parse_log.py is given anyway.
+* After it (command-line tools), stderr gets only lines at or above ``GLOG_stderrthreshold`` (default 2,
+  ERROR) unless ``GLOG_logtostderr`` or ``GLOG_alsologtostderr`` is true (``1``, ``t``, ``y``), exactly
+  glog's rule. Caffe's tools set alsologtostderr, and so do our upgrade tools; the ``fcn`` commands and
+  the solve scripts do not, so their consoles show Caffe's INFO lines only with ``GLOG_logtostderr=1``.
+* ``GLOG_log_dir`` is ignored: nothing here writes log files (pycaffe writes none either until a script
+  calls ``init_log``). The lines glog would send only to its files are dropped; to keep a log, keep
+  stderr (``GLOG_logtostderr=1 ... 2> log``), which is what parse_log.py is given anyway.
 * ``GLOG_log_year_in_prefix`` (glog >= 0.6 prints ``I20261203 ...``): default false here, because
-  parse_log.py reads the month from the two characters after the severity and fails on a year.
+  parse_log.py takes the two characters after the severity for the month ("20") and stops on that.
 """
 from __future__ import annotations
 
