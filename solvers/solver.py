@@ -182,7 +182,9 @@ class Solver:
                 on_start()
             loss = np.float32(0)
             for _ in range(self._param.iter_size):
-                loss += np.float32(self._forward_backward())
+                pass_loss = np.float32(self._forward_backward())
+                with np.errstate(all="ignore"):  # a non-finite loss is the training loop's to report
+                    loss += pass_loss  # in float32 and in order, as Caffe sums them
             self._update_smoothed_loss(loss / np.float32(self._param.iter_size), start_iter)
             if display and self._iter % display == 0:
                 started = self._log_progress(started)
@@ -209,7 +211,7 @@ class Solver:
             if norm is not None and glog.enabled() and float(norm) > self._param.clip_gradients:
                 clip = np.float32(self._param.clip_gradients)
                 glog.info("sgd_solver.cpp:99", "Gradient clipping: scaling down gradients (L2 norm %g > %g) by scale "
-                          "factor %g", glog.real(norm), glog.real(clip), glog.real(clip / np.float32(float(norm))))
+                          "factor %g", glog.real(float(norm)), glog.real(clip), glog.real(clip / np.float32(float(norm))))
             normalize(diffs, self._param.iter_size)
             regularize(diffs, weights, [f32(self._param.weight_decay * p.decay_mult) for p in self._learnable],
                        self._param.regularization_type)

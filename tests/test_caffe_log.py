@@ -41,6 +41,7 @@ import ast
 import lmdb
 import numpy as np
 
+from netspec import caffe_pb2
 from runner.python_layer import Layer
 
 
