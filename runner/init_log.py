@@ -112,7 +112,7 @@ class NetInitLog:
         """Caffe's forward bookkeeping of which blobs need backward (bottoms first, then tops, then params)."""
         bottoms, tops = list(layer.bottom), list(layer.top)
         need = any(self._blob_needs_backward.get(b, False) for b in bottoms)
-        if layer.propagate_down:
+        if layer.propagate_down and len(layer.propagate_down) == len(bottoms):
             bottom_need = list(layer.propagate_down)
         else:
             bottom_need = [self._blob_needs_backward.get(b, False) for b in bottoms]
