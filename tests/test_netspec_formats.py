@@ -37,7 +37,7 @@ def _one_line_naming(error: pytest.ExceptionInfo, path) -> str:
 # -- prototxt -------------------------------------------------------------------------------
 
 def test_fixture_inventory_is_complete():
-    assert len(CAFFEMODELS) == 107 and len(SOLVERSTATES) == 16 and len(PROTOTXTS) > 100
+    assert len(CAFFEMODELS) >= 109 and len(SOLVERSTATES) >= 16 and len(PROTOTXTS) > 100  # none went missing
 
 
 @pytest.mark.parametrize("relpath", PROTOTXTS)
