@@ -7,8 +7,8 @@ and calls ``main``; the recipe steps are plain functions so tests can run them o
 
 Imports of torch and the runner happen inside functions: ``solve.py --help`` stays instant.
 
-The console is ``fcn train``'s: a progress bar, scores, one-line errors; Caffe's glog INFO lines (net
-construction, the solver's display lines) show, above the bar, with ``GLOG_logtostderr=1``.
+The console is ``fcn train``'s: a progress bar, scores, one-line errors; with ``GLOG_logtostderr=1``,
+Caffe's glog log (net construction, the solver's display lines) instead of the bar.
 """
 from __future__ import annotations
 
@@ -270,8 +270,9 @@ def _solve(folder: Path, recipe: Recipe, args: argparse.Namespace) -> int:
             set_device(args.gpu)
             set_mode_gpu()
         from solvers.training import summary
+        from netspec import glog
         result = recipe.train(folder / "solver.prototxt", weights, args.data.resolve(), args.out.resolve(),
-                              args.iters, args.score_every, args.restore)
+                              args.iters, args.score_every, args.restore, progress=not glog.info_on_stderr())
     except (SetupError, FileNotFoundError, ValueError) as err:  # as `fcn train`: missing data, bad weights
         print(f"{folder.name}/solve.py: error: {err}", file=sys.stderr)
         return 2

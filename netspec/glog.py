@@ -179,6 +179,12 @@ def google_logging(minloglevel: Optional[int] = None, logtostderr: Optional[bool
         _apply_flags()
 
 
+def info_on_stderr() -> bool:
+    """Whether INFO lines reach stderr now: then a command prints Caffe's log, not a progress bar, so that
+    stderr stays a clean glog log (a bar's carriage returns would glue lines together for parse_log.py)."""
+    return enabled(INFO) and FLAGS.stderr_level() <= INFO
+
+
 def set_root_solver(root: bool) -> None:
     """Caffe::set_root_solver: in data-parallel training only the root solver's process logs INFO lines
     (Caffe's ``LOG_IF(INFO, Caffe::root_solver())``), so a log has one copy of each, as parsers expect."""

@@ -147,8 +147,7 @@ class Solver:
         if given; step; snapshot unless the last iteration just did (``snapshot_after_train``); then, as
         Caffe, one more forward pass to log the final smoothed loss where ``display`` asks for it, and a
         last test where ``test_interval`` does."""
-        glog.info("solver.cpp:289", "Solving %s", self._net.name)
-        glog.info("solver.cpp:290", "Learning Rate Policy: %s", self._param.lr_policy)
+        self.log_solving()
         if resume_file is not None:
             glog.info("solver.cpp:296", "Restoring previous solver status from %s", os.fspath(resume_file))
             self.restore(resume_file)
@@ -163,6 +162,16 @@ class Solver:
             glog.info("solver.cpp:327", "Iteration %d, loss = %g", self._iter, glog.real(self._smoothed_loss))
         if self._param.test_interval and self._iter % self._param.test_interval == 0:
             self.test_all()
+        self.log_done()
+
+    def log_solving(self) -> None:
+        """The lines Caffe's Solve starts with (log parsers time a run from "Solving"); for training loops
+        of their own, as ``solve`` logs them."""
+        glog.info("solver.cpp:289", "Solving %s", self._net.name)
+        glog.info("solver.cpp:290", "Learning Rate Policy: %s", self._param.lr_policy)
+
+    def log_done(self) -> None:
+        """The line Caffe's Solve ends with."""
         glog.info("solver.cpp:332", "Optimization Done.")
 
     def step(self, iters: int) -> None:

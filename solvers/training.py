@@ -194,11 +194,16 @@ def train(config: TrainConfig) -> TrainResult:
     if not group.is_main:
         param.snapshot = 0
     param.test_interval = 0  # scoring is this loop's job, on its own schedule
+    solver.log_solving()
     stop_signal = _run(solver, group, records, iters, score_every, config, heads)
     interrupted = stop_signal is not None
     just_snapshotted = param.snapshot and solver.iter % param.snapshot == 0
     if group.is_main and (interrupted or (param.snapshot_after_train and not just_snapshotted)):
         solver.snapshot()  # unless the last step just wrote it (Caffe's Solve, which would log it twice)
+    if interrupted:
+        glog.info("solver.cpp:311", "Optimization stopped early.")
+    else:
+        solver.log_done()
     distributed.barrier(group)
     distributed.shutdown(group)
     return TrainResult(solver.iter, interrupted, records.log_path if records else "",

@@ -87,8 +87,8 @@ caffe.get_solver("solver_test.prototxt").solve()
 
 
 @pytest.fixture(scope="module")
-def replay(tmp_path_factory) -> Dict[str, object]:
-    """Run the replay in a fresh Python (glog reads its environment at start-up); its stderr by run."""
+def work(tmp_path_factory):
+    """The caffe tool's folder, its Data layer replaced by the LMDB-reading Python layer."""
     work = tmp_path_factory.mktemp("caffe_tool")
     for name in ("snap_iter_3.caffemodel", "snap_iter_3.solverstate", "zero_ip.caffemodel", "solver_resume.prototxt"):
         shutil.copy(os.path.join(TOOL, name), work / name)
@@ -106,9 +106,18 @@ def replay(tmp_path_factory) -> Dict[str, object]:
     (work / "solver_weights.prototxt").write_text(finetune)
     (work / "solver_test.prototxt").write_text(finetune.replace('"snap_w"', '"snap_t"') +
                                                "test_iter: 1\ntest_interval: 3\n")
-    env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="0")
-    for name in ("GLOG_logtostderr", "GLOG_alsologtostderr", "GLOG_log_year_in_prefix"):
-        env.pop(name, None)
+    return work
+
+
+def _environment(**glog: str) -> Dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("GLOG_")}
+    return {**env, "PYTHONPATH": REPO, **glog}
+
+
+@pytest.fixture(scope="module")
+def replay(work) -> Dict[str, object]:
+    """Run the replay in a fresh Python (glog reads its environment at start-up); its stderr by run."""
+    env = _environment(GLOG_minloglevel="0")
     started = time.time()
     proc = subprocess.Popen([sys.executable, "-c", REPLAY], cwd=work, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -257,3 +266,30 @@ def test_parse_log_sh_columns(replay):
     assert rates == ["0.1"] * 3
     scores = [line.split()[10] for line in lines if "Test net output #0" in line]
     assert [float(s) for s in scores] == [row[4] for row in _parse_log(replay["test"], 2000)[1]]
+
+
+def _fcn_train(work, out: str, **glog: str) -> subprocess.CompletedProcess:
+    folder = work / out
+    folder.mkdir()
+    shutil.copy(work / "solver_weights.prototxt", folder / "solver.prototxt")
+    for name in ("train_val.prototxt", "lmdb_feed.py", "snap_iter_3.caffemodel", "zero_ip.caffemodel"):
+        shutil.copy(work / name, folder / name)
+    return subprocess.run([sys.executable, "-m", "fcn", "train", str(folder), "--iters", "3", "--out",
+                           str(folder / "out")], cwd=folder, env=_environment(**glog), capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_fcn_train_keeps_its_console_and_logs_like_caffe_train_when_asked(work):
+    quiet = _fcn_train(work, "quiet")
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert not [line for line in quiet.stderr.splitlines() if GLOG_LINE.match(line)]
+    assert "done at iteration 3" in quiet.stdout
+    logged = _fcn_train(work, "logged", GLOG_logtostderr="1")
+    assert logged.returncode == 0, logged.stderr[-3000:]
+    assert "\r" not in logged.stderr  # no progress bar glued into the log
+    train, _ = _parse_log(logged.stderr, 2000)
+    real = [_normalized(m) for _, m in _caffe_lines(_real_log("train_weights_comma_list"), REAL_LINE)]
+    assert [(it, value) for it, _, _, _, value in train] == \
+        [(i, float(m.rsplit("= ", 1)[1])) for i, m in enumerate(m for m in real if "iter/s" in m)]
+    messages = [m for _, m in _caffe_lines(logged.stderr, GLOG_LINE)]
+    assert messages[-1] == "Optimization Done." and "Solving tool_net" in messages
