@@ -17,5 +17,11 @@ setup(
         "export": ["onnx", "safetensors"],
         "test": ["pytest", "opencv-python-headless<5", "onnx", "onnxruntime", "safetensors"],
     },
-    entry_points={"console_scripts": ["fcn = fcn.cli:command"]},
+    entry_points={"console_scripts": [
+        "fcn = fcn.cli:command",
+        # Caffe's tools under Caffe's names and positional arguments
+        "upgrade_net_proto_text = fcn.tools.upgrade_net_proto_text:main",
+        "upgrade_net_proto_binary = fcn.tools.upgrade_net_proto_binary:main",
+        "upgrade_solver_proto_text = fcn.tools.upgrade_solver_proto_text:main",
+    ]},
 )

@@ -9,7 +9,9 @@ from __future__ import annotations
 import sys
 import types
 
-from netspec import caffe_pb2, coord_map, net_spec
+from typing import Optional
+
+from netspec import caffe_pb2, coord_map, glog, net_spec
 from netspec.net_spec import NetSpec, layers, params, to_proto
 from runner.device import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
 from runner.net import Net
@@ -29,7 +31,19 @@ proto.caffe_pb2 = caffe_pb2
 __all__ = ["Net", "Layer", "TRAIN", "TEST", "set_mode_cpu", "set_mode_gpu", "set_device", "set_random_seed",
            "layer_type_list", "NetSpec", "layers", "params", "to_proto", "net_spec", "coord_map", "proto", "io",
            "install_as_caffe", "get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
-           "AdaDeltaSolver", "AdamSolver"]
+           "AdaDeltaSolver", "AdamSolver", "init_log", "log"]
+
+
+def init_log(level: Optional[int] = None, stderr: Optional[bool] = None) -> None:
+    """pycaffe's ``caffe.init_log()``, ``init_log(level)``, ``init_log(level, stderr)``: glog's
+    InitGoogleLogging with ``minloglevel = level`` and ``logtostderr = stderr`` (see netspec.glog for what
+    reaches stderr afterwards; no log files are written)."""
+    glog.init_google_logging(minloglevel=level, logtostderr=stderr)
+
+
+def log(message: str) -> None:
+    """pycaffe's ``caffe.log(s)``: one INFO line, from pycaffe's own source line."""
+    glog.info("_caffe.cpp:68", "%s", message)
 
 
 def install_as_caffe() -> types.ModuleType:

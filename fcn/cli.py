@@ -1,7 +1,16 @@
-"""The ``fcn`` command line: argument parsing only; the work happens in the packages."""
+"""The ``fcn`` command line: argument parsing only; the work happens in the packages.
+
+Console: the commands keep a console for people (progress bars, scores, reports) and start glog as
+Caffe's tools do but without their ``alsologtostderr``: Caffe's INFO lines (net construction, the
+solver's display lines) stay off the console unless asked for with ``GLOG_logtostderr=1`` (or
+``GLOG_alsologtostderr=1``); then ``fcn train`` prints them as ``caffe train`` would, in place of its
+progress bar, so that stderr is a log parse_log.py reads. Errors always show (``GLOG_stderrthreshold``,
+default 2). ``fcn pycaffe`` runs a pycaffe script and leaves glog as pycaffe has it (every line on stderr).
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import List, Optional
 
@@ -76,8 +85,9 @@ def _train(args: argparse.Namespace) -> int:
             from models.solve_common import imagenet
             raise FileNotFoundError(f"--weights {path}: no such file. An FCN starts from a classifier turned "
                                     f"into its body by net surgery; for VGG16: {imagenet('vgg16').how_to_get}")
+    from netspec import glog
     result = train(TrainConfig(solver, weights=args.weights or (), iters=args.iters, score_every=args.score_every,
-                               out_dir=out, heads=heads or None))
+                               out_dir=out, heads=heads or None, progress=not glog.info_on_stderr()))
     if result.is_main:
         print(summary(result))
     return result.exit_status
@@ -306,8 +316,10 @@ def command() -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from netspec import glog
     try:
-        return args.run(args)
+        with glog.google_logging() if args.command != "pycaffe" else contextlib.nullcontext():
+            return args.run(args)
     except (ValueError, OSError) as err:  # bad input, missing or unwritable files: one line, no traceback
         print(f"fcn {args.command}: error: {err}", file=sys.stderr)
         return 2

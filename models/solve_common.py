@@ -6,6 +6,9 @@ step and a scoring call. Here each solve.py only declares its ``Recipe`` (those 
 and calls ``main``; the recipe steps are plain functions so tests can run them on tiny nets.
 
 Imports of torch and the runner happen inside functions: ``solve.py --help`` stays instant.
+
+The console is ``fcn train``'s: a progress bar, scores, one-line errors; with ``GLOG_logtostderr=1``,
+Caffe's glog log (net construction, the solver's display lines) instead of the bar.
 """
 from __future__ import annotations
 
@@ -253,6 +256,12 @@ def solve(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) ->
     """The solve.py command line for experiment ``folder``; returns the exit status (2: missing input)."""
     args = _parser(folder, recipe).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from netspec import glog
+    with glog.google_logging():
+        return _solve(folder, recipe, args)
+
+
+def _solve(folder: Path, recipe: Recipe, args: argparse.Namespace) -> int:
     try:
         weights = [] if args.restore else [w.locate(given) for w, given in
                                            zip(recipe.weights, args.weights or [None] * len(recipe.weights))]
@@ -261,8 +270,9 @@ def solve(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) ->
             set_device(args.gpu)
             set_mode_gpu()
         from solvers.training import summary
+        from netspec import glog
         result = recipe.train(folder / "solver.prototxt", weights, args.data.resolve(), args.out.resolve(),
-                              args.iters, args.score_every, args.restore)
+                              args.iters, args.score_every, args.restore, progress=not glog.info_on_stderr())
     except (SetupError, FileNotFoundError, ValueError) as err:  # as `fcn train`: missing data, bad weights
         print(f"{folder.name}/solve.py: error: {err}", file=sys.stderr)
         return 2

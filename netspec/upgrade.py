@@ -9,12 +9,18 @@ write.  The steps, in Caffe's order: V0 -> V1 (netspec.upgrade_v0), V1 data
 transformation fields -> transform_param, V1 -> current ``layer``, net inputs
 -> an Input layer named "input", BatchNorm with three ``param`` -> lr/decay 0.
 
+Each step logs Caffe's lines (netspec.glog) when the net was read from a file.
+
 Blob shapes are left alone (Caffe keeps legacy num/channels/height/width in
 upgraded caffemodels); netspec.caffemodel.blob_shape reads either form.
 """
 from __future__ import annotations
 
-from netspec import caffe_pb2
+from typing import Any, List, Optional, Tuple
+
+from google.protobuf.message import Message
+
+from netspec import caffe_pb2, glog
 from netspec.upgrade_v0 import needs_v0_upgrade, upgrade_v0_net
 
 # Caffe's type string for each V1LayerParameter.LayerType name.
@@ -41,27 +47,77 @@ def needs_upgrade(net: "caffe_pb2.NetParameter") -> bool:
     return bool(net.layers) or _needs_input_upgrade(net) or any(map(_needs_batchnorm_upgrade, net.layer))
 
 
-def upgrade_net(net: "caffe_pb2.NetParameter") -> "caffe_pb2.NetParameter":
+def upgrade_net(net: "caffe_pb2.NetParameter", source: Optional[str] = None) -> "caffe_pb2.NetParameter":
     """An upgraded copy of ``net``; a current net comes back equal (idempotent).
 
-    Raises ValueError where Caffe would abort or silently drop layers: a net
-    with both ``layer`` and V1 ``layers``, an unknown V1 type, or fewer input
-    shapes than inputs.
+    ``source``: the file ``net`` was read from, to log Caffe's upgrade lines about it as Caffe does on
+    every read (UpgradeNetAsNeeded); None upgrades silently (Caffe never upgrades a message built in
+    memory). Raises ValueError where Caffe would abort or silently drop layers: a net with both
+    ``layer`` and V1 ``layers``, an unknown V1 type, or fewer input shapes than inputs.
     """
+    return upgrade_net_as_needed(net, source)[0]
+
+
+def upgrade_net_as_needed(net: "caffe_pb2.NetParameter", source: Optional[str] = None
+                          ) -> Tuple["caffe_pb2.NetParameter", bool]:
+    """``upgrade_net`` and Caffe's success flag: False when V0 fields had to be dropped."""
     upgraded = caffe_pb2.NetParameter()
     upgraded.CopyFrom(net)
+    say = glog.log if source is not None else _silent
+    success = True
     if needs_v0_upgrade(upgraded):
-        upgraded = upgrade_v0_net(upgraded)
+        say(glog.INFO, "upgrade_proto.cpp:28", "Attempting to upgrade input file specified using deprecated "
+            "V0LayerParameter: %s", source)
+        problems: List[str] = []
+        upgraded = upgrade_v0_net(upgraded, problems)
+        success = not problems
+        if problems:
+            say(glog.ERROR, "upgrade_proto.cpp:33", "Warning: had one or more problems upgrading V0NetParameter "
+                "to NetParameter (see above); continuing anyway.")
+        else:
+            say(glog.INFO, "upgrade_proto.cpp:36", "Successfully upgraded file specified using deprecated "
+                "V0LayerParameter")
+        say(glog.WARNING, "upgrade_proto.cpp:39", "Note that future Caffe releases will not support "
+            "V0NetParameter; use ./build/tools/upgrade_net_proto_text for prototxt and "
+            "./build/tools/upgrade_net_proto_binary for model weights upgrade this and any other net protos "
+            "to the new format.")
+    if any(map(_has_transform_fields, upgraded.layers)):
+        say(glog.INFO, "upgrade_proto.cpp:46", "Attempting to upgrade input file specified using deprecated "
+            "transformation parameters: %s", source)
+        for v1 in upgraded.layers:
+            _move_transform_fields(v1)
+        say(glog.INFO, "upgrade_proto.cpp:49", "Successfully upgraded file specified using deprecated data "
+            "transformation parameters.")
+        say(glog.WARNING, "upgrade_proto.cpp:51", "Note that future Caffe releases will only support "
+            "transform_param messages for transformation fields.")
     if upgraded.layers:
+        say(glog.INFO, "upgrade_proto.cpp:55", "Attempting to upgrade input file specified using deprecated "
+            "V1LayerParameter: %s", source)
         _upgrade_v1_net(upgraded)
+        say(glog.INFO, "upgrade_proto.cpp:63", "Successfully upgraded file specified using deprecated "
+            "V1LayerParameter")
     if _needs_input_upgrade(upgraded):
+        say(glog.INFO, "upgrade_proto.cpp:69", "Attempting to upgrade input file specified using deprecated "
+            "input fields: %s", source)
         _upgrade_input(upgraded)
-    for layer in upgraded.layer:
-        if _needs_batchnorm_upgrade(layer):
-            for spec in layer.param:
-                spec.lr_mult = 0
-                spec.decay_mult = 0
-    return upgraded
+        say(glog.INFO, "upgrade_proto.cpp:72", "Successfully upgraded file specified using deprecated input "
+            "fields.")
+        say(glog.WARNING, "upgrade_proto.cpp:74", "Note that future Caffe releases will only support input "
+            "layers and not input fields.")
+    if any(map(_needs_batchnorm_upgrade, upgraded.layer)):
+        say(glog.INFO, "upgrade_proto.cpp:79", "Attempting to upgrade batch norm layers using deprecated "
+            "params: %s", source)
+        for layer in upgraded.layer:
+            if _needs_batchnorm_upgrade(layer):
+                for spec in layer.param:
+                    spec.lr_mult = 0
+                    spec.decay_mult = 0
+        say(glog.INFO, "upgrade_proto.cpp:82", "Successfully upgraded batch norm layers using deprecated params.")
+    return upgraded, success
+
+
+def _silent(level: int, where: str, message: str, *args: Any) -> None:
+    """An in-memory net upgrades without a word, as Caffe does not upgrade those at all."""
 
 
 def _upgrade_v1_net(net: "caffe_pb2.NetParameter") -> None:
@@ -72,16 +128,26 @@ def _upgrade_v1_net(net: "caffe_pb2.NetParameter") -> None:
     v1_layers = list(net.layers)
     net.ClearField("layers")
     for v1 in v1_layers:
-        _move_transform_fields(v1)
         net.layer.add().CopyFrom(_upgrade_v1_layer(v1))
+
+
+def _data_param_of(v1: "caffe_pb2.V1LayerParameter") -> Optional[Message]:
+    """The data/image_data/window_data parameter of an old data layer, if it has one."""
+    param_name = _DATA_LAYER_PARAMS.get(caffe_pb2.V1LayerParameter.LayerType.Name(v1.type))
+    return getattr(v1, param_name) if param_name is not None and v1.HasField(param_name) else None
+
+
+def _has_transform_fields(v1: "caffe_pb2.V1LayerParameter") -> bool:
+    """Caffe's NetNeedsDataUpgrade for one layer: scale/mean_file/crop_size/mirror in its data param."""
+    param = _data_param_of(v1)
+    return param is not None and any(param.HasField(field) for field in _TRANSFORM_FIELDS)
 
 
 def _move_transform_fields(v1: "caffe_pb2.V1LayerParameter") -> None:
     """Move scale/mean_file/crop_size/mirror of an old data layer into transform_param."""
-    param_name = _DATA_LAYER_PARAMS.get(caffe_pb2.V1LayerParameter.LayerType.Name(v1.type))
-    if param_name is None or not v1.HasField(param_name):
+    param = _data_param_of(v1)
+    if param is None:
         return
-    param = getattr(v1, param_name)
     for field in _TRANSFORM_FIELDS:
         if param.HasField(field):
             setattr(v1.transform_param, field, getattr(param, field))

@@ -9,7 +9,7 @@ layer type, which V1 field receives the value.
 from __future__ import annotations
 
 import warnings
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from google.protobuf.message import Message
 
@@ -78,19 +78,21 @@ def needs_v0_upgrade(net: "caffe_pb2.NetParameter") -> bool:
     return any(layer.HasField("layer") for layer in net.layers)
 
 
-def upgrade_v0_net(net: "caffe_pb2.NetParameter") -> "caffe_pb2.NetParameter":
+def upgrade_v0_net(net: "caffe_pb2.NetParameter", problems: Optional[List[str]] = None
+                   ) -> "caffe_pb2.NetParameter":
     """The V1 form of a V0 net: padding layers folded into their consumers, fields moved.
 
     Like Caffe, only name, layers, input, input_dim and force_backward carry
     over.  A V0 field given for a layer type it does not apply to is dropped
-    with a warning (Caffe logs it and goes on); an unknown V0 type or an
+    with a warning, also appended to ``problems`` if given (Caffe logs it, goes
+    on, and calls the upgrade not fully compatible); an unknown V0 type or an
     unknown bottom blob raises ValueError.
     """
     upgraded = caffe_pb2.NetParameter()
     if net.HasField("name"):
         upgraded.name = net.name
     for layer in _fold_padding_layers(net):
-        upgraded.layers.add().CopyFrom(_upgrade_v0_layer(layer))
+        upgraded.layers.add().CopyFrom(_upgrade_v0_layer(layer, problems))
     upgraded.input.extend(net.input)
     upgraded.input_dim.extend(net.input_dim)
     if net.HasField("force_backward"):
@@ -123,7 +125,8 @@ def _fold_padding_layers(net: "caffe_pb2.NetParameter") -> List["caffe_pb2.V1Lay
     return kept
 
 
-def _upgrade_v0_layer(connection: "caffe_pb2.V1LayerParameter") -> "caffe_pb2.V1LayerParameter":
+def _upgrade_v0_layer(connection: "caffe_pb2.V1LayerParameter", problems: Optional[List[str]]
+                      ) -> "caffe_pb2.V1LayerParameter":
     """One V1 layer from a V1 connection (bottom/top) wrapping its V0 layer."""
     layer = caffe_pb2.V1LayerParameter()
     layer.bottom.extend(connection.bottom)
@@ -144,8 +147,10 @@ def _upgrade_v0_layer(connection: "caffe_pb2.V1LayerParameter") -> "caffe_pb2.V1
         destinations = _V0_FIELDS[field.name]
         destination = destinations.get(v0.type, destinations.get(_ANY))
         if destination is None:
-            warnings.warn(f"V0 layer {v0.name!r}: parameter {field.name} does not apply to "
-                          f"type {v0.type!r}; dropped", stacklevel=3)
+            problem = f"V0 layer {v0.name!r}: parameter {field.name} does not apply to type {v0.type!r}; dropped"
+            warnings.warn(problem, stacklevel=3)
+            if problems is not None:
+                problems.append(problem)
             continue
         _assign(layer, destination, field, value)
     return layer

@@ -28,6 +28,7 @@ from netspec.upgrade import upgrade_net
 from runner.blob import Blob
 from runner.fillers import fill
 from runner.in_place import OwnedBlobs
+from runner.init_log import NetInitLog
 from runner.layers.base import Layer
 from runner.python_layer import PythonLayerHost, instantiate
 from runner.registry import layer_class
@@ -450,19 +451,24 @@ class _CompiledStretch:
 # building
 
 def load_net_param(source: Any) -> "caffe_pb2.NetParameter":
-    """A NetParameter from a prototxt path or a message (copied), upgraded from V0/V1 if needed."""
+    """A NetParameter from a prototxt path or a message (copied), upgraded from V0/V1 if needed (a file's
+    upgrade is logged as Caffe logs it)."""
     if isinstance(source, caffe_pb2.NetParameter):
         return upgrade_net(source)
-    return upgrade_net(read_prototxt(os.fspath(source), caffe_pb2.NetParameter))
+    path = os.fspath(source)
+    return upgrade_net(read_prototxt(path, caffe_pb2.NetParameter), source=path)
 
 
 def build_graph(source: Any, phase: int, level: int, stages: List[str], device: torch.device,
                 defer_fills: bool = False) -> NetGraph:
-    """Caffe's Net::Init on a prototxt path or NetParameter. ``defer_fills``: leave the parameters
-    unfilled (their memory untouched) until ``NetGraph.fill_deferred``, for weights about to be copied in."""
+    """Caffe's Net::Init on a prototxt path or NetParameter, logging what it logs (runner.init_log).
+    ``defer_fills``: leave the parameters unfilled (their memory untouched) until
+    ``NetGraph.fill_deferred``, for weights about to be copied in."""
     param = load_net_param(source)
     limits.NET_LAYERS.check(len(param.layer) + len(param.layers), f"net '{param.name}'")
-    filtered = filter_net(param, phase, level, stages)
+    report = NetInitLog()
+    filtered = filter_net(param, phase, level, stages, report=report.active)
+    report.parameters(filtered)
     with_splits = insert_splits(filtered)
     graph = NetGraph(param.name, param.force_backward)
     search = [os.path.dirname(os.path.abspath(os.fspath(source)))] if not isinstance(source, caffe_pb2.NetParameter) else []
@@ -472,22 +478,28 @@ def build_graph(source: Any, phase: int, level: int, stages: List[str], device: 
     for layer_param in with_splits.layer:
         if not layer_param.HasField("phase"):
             layer_param.phase = phase
+        report.creating(layer_param)
         slot = _make_slot(graph, layer_param, phase, search, device)
+        report.connecting(slot.name, slot.bottoms, slot.tops)
         _check_bottoms_exist(graph, slot)
         for name in slot.bottoms:
             available.pop(name, None)
         available.update(dict.fromkeys(slot.tops))  # an in-place top is available again
         _create_tops(graph, slot, device)
+        report.setting_up(layer_param)
         if slot.python_host is not None:
             slot.python_host.setup()
         elif not slot.is_input:
             _create_params(graph, slot, shared, device, defer_fills)
             _set_top_shapes(graph, slot)
+        report.set_up(layer_param, [graph.blobs[name].shape for name in slot.tops], slot.top_loss_weights,
+                      len(slot.python_layer.blobs) if slot.python_layer is not None else len(slot.params))
         graph.slots.append(slot)
     _decide_gradients(graph)
     _decide_backward(graph)
     graph.output_names = sorted(available)  # Caffe collects the leftover blobs in a std::set
     graph.param_list = torch.nn.ParameterList(list({id(p): p for s in graph.slots for p in s.params}.values()))
+    report.done(graph.output_names)
     return graph
 
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from netspec import caffe_pb2
+from netspec import caffe_pb2, glog
 from runner import device as device_mode
 from runner.blob import Blob
 from runner.graph import LayerSlot, NetGraph, SpeedOptions, build_graph
@@ -251,7 +251,11 @@ class Net:
 
     def share_with(self, other: "Net") -> None:
         """Use ``other``'s parameter tensors for the layers both nets have (Caffe's ShareTrainedLayersWith):
-        a test net scoring a train net without copying."""
+        a test net scoring a train net without copying. Logs ``other``'s layers this net lacks, as Caffe."""
+        mine = set(self._layer_names)
+        for name in other._layer_names:
+            if name not in mine:
+                glog.info("net.cpp:678", "Ignoring source layer %s", name)
         self._graph.share_params_with(other._graph)
 
     def save(self, filename: str) -> None:

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 import torch
 
-from netspec import caffe_pb2
+from netspec import caffe_pb2, glog
 from netspec.atomic import write_atomically
 from netspec.caffemodel import fill_layer_blobs, load_caffemodel_layers
 from netspec.hdf5 import LayerBlobs, is_hdf5, load_weights_hdf5, save_weights_hdf5
@@ -44,10 +44,13 @@ def copy_weights_from(graph, filename: str, adopt: bool = False) -> Set[int]:
     filename = os.fspath(filename)
     if is_hdf5(filename) or filename.endswith(".h5"):
         return copy_weights_from_hdf5(graph, filename, adopt)
-    _, layers = load_caffemodel_layers(filename)
+    source, layers = load_caffemodel_layers(filename)
     slots: Dict[str, List] = {}
     for slot in graph.slots:
         slots.setdefault(slot.name, []).append(slot)
+    for layer in [*source.layer, *source.layers]:
+        if layer.name not in slots:
+            glog.info("net.cpp:746", "Ignoring source layer %s", layer.name)
     seen: Dict[str, int] = {}
     covered: Set[int] = set()
     loaded: Set[int] = set()
@@ -91,6 +94,7 @@ def copy_weights_from_hdf5(graph, filename: str, adopt: bool = False) -> Set[int
     for layer_name, blobs in layers.items():
         slot = slots.get(layer_name)
         if slot is None:
+            glog.info("net.cpp:801", "Ignoring source layer %s", layer_name)
             continue
         targets = _target_blobs(slot)
         extra = sorted(index for index in blobs if index >= len(targets))

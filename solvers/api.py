@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, Type
 
-from solvers.parameters import read_solver_parameter, solver_type
+from solvers.parameters import declared_solver_type
 from solvers.solver import PathLike, Solver
 
 __all__ = ["get_solver", "Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
@@ -53,4 +53,4 @@ _BY_TYPE: Dict[str, Type[Solver]] = {cls.kind: cls for cls in
 
 def get_solver(solver_file: PathLike) -> Solver:
     """The solver a solver.prototxt describes, of the class for its type (pycaffe's ``caffe.get_solver``)."""
-    return _BY_TYPE[solver_type(read_solver_parameter(solver_file))](solver_file)
+    return _BY_TYPE[declared_solver_type(solver_file)](solver_file)

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Union
 
-from netspec import caffe_pb2
+from netspec import caffe_pb2, glog
 from netspec.prototxt import read_prototxt
 
 #: Caffe's registered solver types, by their ``type`` string.
@@ -36,6 +36,8 @@ class NetSource:
     phase: int
     level: int
     stages: List[str]
+    #: Where Caffe says the net comes from: "net file: <path as given>", "test_net_param"...
+    origin: str = ""
 
 
 def read_solver_parameter(path: Union[str, "os.PathLike[str]"]) -> "caffe_pb2.SolverParameter":
@@ -47,21 +49,41 @@ def read_solver_parameter(path: Union[str, "os.PathLike[str]"]) -> "caffe_pb2.So
     upgrade_solver_type(param, path)
     if not param.HasField("snapshot_prefix"):
         param.snapshot_prefix = os.path.splitext(path)[0]
+        glog.info("upgrade_proto.cpp:1108", "snapshot_prefix was not specified and is set to %s",
+                  param.snapshot_prefix)
     elif os.path.isdir(param.snapshot_prefix):
         stem = os.path.splitext(os.path.basename(path))[0]
         param.snapshot_prefix = os.path.join(param.snapshot_prefix, stem)
+        glog.info("upgrade_proto.cpp:1113", "snapshot_prefix was a directory and is replaced to %s",
+                  param.snapshot_prefix)
     return param
 
 
 def upgrade_solver_type(param: "caffe_pb2.SolverParameter", source: str = "solver") -> None:
-    """Move the legacy ``solver_type`` enum into the ``type`` string, in place; both at once is an error."""
+    """Move the legacy ``solver_type`` enum into the ``type`` string, in place, logging it as Caffe's
+    UpgradeSolverAsNeeded does (``source``: the file); both at once is an error."""
     if not param.HasField("solver_type"):
         return
     if param.HasField("type"):
         raise ValueError(f"{source}: the old solver_type field (enum) and the new type field (string) cannot "
                          f"both be given; keep only 'type: \"{param.type}\"'")
+    glog.info("upgrade_proto.cpp:1084", "Attempting to upgrade input file specified using deprecated "
+              "'solver_type' field (enum)': %s", source)
     param.type = _LEGACY_TYPE[param.solver_type]
     param.ClearField("solver_type")
+    glog.info("upgrade_proto.cpp:1091", "Successfully upgraded file specified using deprecated 'solver_type' "
+              "field (enum) to 'type' field (string).")
+    glog.warning("upgrade_proto.cpp:1093", "Note that future Caffe releases will only support 'type' field "
+                 "(string) for a solver's type.")
+
+
+def declared_solver_type(path: Union[str, "os.PathLike[str]"]) -> str:
+    """The solver type a solver file asks for, found without upgrading it (so without logging that twice:
+    ``get_solver`` looks here first, then the solver it picks reads the file)."""
+    param = read_prototxt(os.fspath(path), caffe_pb2.SolverParameter)
+    if param.HasField("solver_type") and not param.HasField("type"):
+        return _LEGACY_TYPE[param.solver_type]
+    return solver_type(param)
 
 
 def solver_type(param: "caffe_pb2.SolverParameter") -> str:
@@ -96,7 +118,8 @@ def net_source_for_train(param: "caffe_pb2.SolverParameter", base_dir: Optional[
                          f"net: {', '.join(given)}")
     field = given[0]
     net = _net_of(getattr(param, field), field, base_dir)
-    return _with_state(net, caffe_pb2.TRAIN, param.train_state if param.HasField("train_state") else None)
+    return _with_state(net, caffe_pb2.TRAIN, param.train_state if param.HasField("train_state") else None,
+                       _origin(param, field))
 
 
 def net_sources_for_test(param: "caffe_pb2.SolverParameter", base_dir: Optional[str]) -> List[NetSource]:
@@ -117,12 +140,20 @@ def net_sources_for_test(param: "caffe_pb2.SolverParameter", base_dir: Optional[
     if count and param.test_interval <= 0:
         raise ValueError(f"test_interval must be > 0 when there are test nets (got {param.test_interval})")
     nets: List[Union[str, "caffe_pb2.NetParameter"]] = list(param.test_net_param)
+    origins = ["test_net_param"] * len(param.test_net_param)
     nets += [_net_of(path, "test_net", base_dir) for path in param.test_net]
+    origins += [f"test_net file: {path}" for path in param.test_net]
     if has_generic:
         generic_field = "net_param" if param.HasField("net_param") else "net"
         nets += [_net_of(getattr(param, generic_field), generic_field, base_dir)] * (count - specific)
-    return [_with_state(net, caffe_pb2.TEST, param.test_state[i] if param.test_state else None)
-            for i, net in enumerate(nets)]
+        origins += [_origin(param, generic_field)] * (count - specific)
+    return [_with_state(net, caffe_pb2.TEST, param.test_state[i] if param.test_state else None, origin)
+            for i, (net, origin) in enumerate(zip(nets, origins))]
+
+
+def _origin(param: "caffe_pb2.SolverParameter", field: str) -> str:
+    """Caffe's words for a net's source: "net_param" for an inline net, "net file: <path>" for a file."""
+    return field if field.endswith("_param") else f"{field} file: {getattr(param, field)}"
 
 
 def _net_of(value: Union[str, "caffe_pb2.NetParameter"], field: str, base_dir: Optional[str]
@@ -133,7 +164,7 @@ def _net_of(value: Union[str, "caffe_pb2.NetParameter"], field: str, base_dir: O
 
 
 def _with_state(net: Union[str, "caffe_pb2.NetParameter"], phase: int,
-                solver_state: Optional["caffe_pb2.NetState"]) -> NetSource:
+                solver_state: Optional["caffe_pb2.NetState"], origin: str) -> NetSource:
     """Caffe's merge: NetState{phase} <- the net's own state <- the solver's state for this net."""
     own = net.state if isinstance(net, caffe_pb2.NetParameter) else read_prototxt(net, caffe_pb2.NetParameter).state
     state = caffe_pb2.NetState(phase=phase)
@@ -141,4 +172,4 @@ def _with_state(net: Union[str, "caffe_pb2.NetParameter"], phase: int,
     if solver_state is not None:
         state.MergeFrom(solver_state)
     added = list(solver_state.stage) if solver_state is not None else []
-    return NetSource(net, state.phase, state.level, added)
+    return NetSource(net, state.phase, state.level, added, origin)

@@ -9,10 +9,12 @@ file formats, so a run matches real Caffe step for step and moves between the tw
 
 The update runs on the parameter tensors where they live (see solvers.updates); the only host
 synchronisation per iteration is the loss the net's forward reports.
+
+Everything Caffe's Solver and SGDSolver log is logged with the same words, numbers and file:line
+(netspec.glog), so a training log here reads, and parses (tools/extra/parse_log.py), like Caffe's.
 """
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections import OrderedDict
@@ -21,7 +23,8 @@ from typing import Any, Callable, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from netspec import caffe_pb2
+from netspec import caffe_pb2, glog
+from netspec.hdf5 import is_hdf5
 from runner.device import set_random_seed
 from runner.net import Net
 from runner.weights import save_weights_to_hdf5
@@ -32,7 +35,6 @@ from solvers.parameters import (NetSource, net_source_for_train, net_sources_for
 from solvers.snapshot import load_state, save_state, snapshot_name
 from solvers.updates import RULES, Hyper, check_hyper_parameters, clip_gradients, f32, normalize, regularize
 
-log = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -49,6 +51,7 @@ class Solver:
     def __init__(self, solver_file: PathLike) -> None:
         path = os.fspath(solver_file)
         self._param = read_solver_parameter(path)
+        glog.info("solver.cpp:45", "Initializing solver from parameters: \n%s", self._param)
         base_dir = os.path.dirname(os.path.abspath(path))
         self._type = self.kind or solver_type(self._param)
         check_hyper_parameters(self._type, self._param)
@@ -60,12 +63,18 @@ class Solver:
         _check_snapshot_prefix(self._param)
         if self._param.random_seed >= 0:
             set_random_seed(self._param.random_seed)
-        weights = [resolve_path(name, base_dir, "weights") for entry in self._param.weights
+        weights = [(name.strip(), resolve_path(name.strip(), base_dir, "weights")) for entry in self._param.weights
                    for name in entry.split(",")]
-        self._net = _build(net_source_for_train(self._param, base_dir), weights)
-        self._test_nets = [_build(source, weights) for source in net_sources_for_test(self._param, base_dir)]
-        for test_net in self._test_nets:
-            test_net.share_with(self._net)
+        train = net_source_for_train(self._param, base_dir)
+        _log_train_net(train.origin)
+        self._net = _build(train, weights)
+        self._test_nets = []
+        for i, source in enumerate(net_sources_for_test(self._param, base_dir)):
+            glog.info("solver.cpp:190", "Creating test net (#%d) specified by %s", i, source.origin)
+            self._test_nets.append(_build(source, weights))
+        for test_net in self._test_nets:  # so that test_nets[i].params are the train net's from the start
+            test_net.graph.share_params_with(self._net.graph)
+        glog.info("solver.cpp:57", "Solver scaffolding done.")
         self._iter = 0
         self._current_step = 0
         self._rule = RULES[self._type]
@@ -74,8 +83,9 @@ class Solver:
         self._history = [torch.zeros_like(p.blob.tensor()).detach()
                          for _ in range(self._rule.history_per_param) for p in self._learnable]
         self._callbacks: List[Tuple[Callable[[], Any], Callable[[], Any]]] = []
-        self._losses: List[float] = []
-        self._smoothed_loss = 0.0
+        self._losses: List[np.float32] = []
+        self._smoothed_loss = np.float32(0)
+        self._iterations_last = 0
 
     # ----- pycaffe attributes -----
     @property
@@ -109,13 +119,20 @@ class Solver:
     def lr(self) -> float:
         """The learning rate of the next update. Like pycaffe's, reading it runs the policy, which for
         ``multistep`` may advance its step (harmless right before a step, which would do the same)."""
-        rate, self._current_step = learning_rate(self._param, self._iter, self._current_step)
+        return self._learning_rate()
+
+    def _learning_rate(self) -> float:
+        """Caffe's GetLearningRate: the policy's rate now, logging a multistep advance."""
+        rate, step = learning_rate(self._param, self._iter, self._current_step)
+        if step != self._current_step and self._param.lr_policy == "multistep":
+            glog.info("sgd_solver.cpp:50", "MultiStep Status: Iteration %d, step = %d", self._iter, step)
+        self._current_step = step
         return rate
 
     @property
     def smoothed_loss(self) -> float:
         """The train loss averaged over the last ``average_loss`` iterations of the current ``step`` call."""
-        return self._smoothed_loss
+        return float(self._smoothed_loss)
 
     def add_callback(self, on_start: Callable[[], Any], on_gradients_ready: Callable[[], Any]) -> None:
         """Call ``on_start()`` at the start of each iteration and ``on_gradients_ready()`` once its gradients
@@ -127,14 +144,46 @@ class Solver:
         net.share_with(self._net)
 
     # ----- training -----
+    def solve(self, resume_file: Optional[PathLike] = None) -> None:
+        """Train to ``max_iter`` (Caffe's Solver::Solve, pycaffe's ``solver.solve()``): restore ``resume_file``
+        if given; step; snapshot unless the last iteration just did (``snapshot_after_train``); then, as
+        Caffe, one more forward pass to log the final smoothed loss where ``display`` asks for it, and a
+        last test where ``test_interval`` does."""
+        self.log_solving()
+        if resume_file is not None:
+            glog.info("solver.cpp:296", "Restoring previous solver status from %s", os.fspath(resume_file))
+            self.restore(resume_file)
+        start_iter = self._iter
+        self.step(self._param.max_iter - self._iter)
+        if self._param.snapshot_after_train and (not self._param.snapshot or self._iter % self._param.snapshot):
+            self.snapshot()
+        if self._param.display and self._iter % self._param.display == 0:
+            with torch.no_grad():
+                loss = self._net._forward(0, len(self._net.graph.slots) - 1)
+            self._update_smoothed_loss(loss, start_iter)
+            glog.info("solver.cpp:327", "Iteration %d, loss = %g", self._iter, glog.real(self._smoothed_loss))
+        if self._param.test_interval and self._iter % self._param.test_interval == 0:
+            self.test_all()
+        self.log_done()
+
+    def log_solving(self) -> None:
+        """The lines Caffe's Solve starts with (log parsers time a run from "Solving"); for training loops
+        of their own, as ``solve`` logs them."""
+        glog.info("solver.cpp:289", "Solving %s", self._net.name)
+        glog.info("solver.cpp:290", "Learning Rate Policy: %s", self._param.lr_policy)
+
+    def log_done(self) -> None:
+        """The line Caffe's Solve ends with."""
+        glog.info("solver.cpp:332", "Optimization Done.")
+
     def step(self, iters: int) -> None:
         """Run ``iters`` training iterations."""
         start_iter = self._iter
         stop_iter = self._iter + int(iters)
         self._losses = []
-        self._smoothed_loss = 0.0
+        self._smoothed_loss = np.float32(0)
         display = self._param.display
-        timer = (time.perf_counter(), self._iter)
+        started = time.perf_counter()
         while self._iter < stop_iter:
             self._net.clear_param_diffs()
             interval = self._param.test_interval
@@ -142,10 +191,14 @@ class Solver:
                 self.test_all()
             for on_start, _ in self._callbacks:
                 on_start()
-            loss = sum(self._forward_backward() for _ in range(self._param.iter_size)) / self._param.iter_size
-            self._update_smoothed_loss(loss, start_iter)
+            loss = np.float32(0)
+            for _ in range(self._param.iter_size):
+                pass_loss = np.float32(self._forward_backward())
+                with np.errstate(all="ignore"):  # a non-finite loss is the training loop's to report
+                    loss += pass_loss  # in float32 and in order, as Caffe sums them
+            self._update_smoothed_loss(loss / np.float32(self._param.iter_size), start_iter)
             if display and self._iter % display == 0:
-                timer = self._log_progress(timer)
+                started = self._log_progress(started)
             for _, on_gradients_ready in self._callbacks:
                 on_gradients_ready()
             self.apply_update()
@@ -156,9 +209,9 @@ class Solver:
     def apply_update(self) -> None:
         """Update the train net's weights from their accumulated diffs (Caffe's ApplyUpdate). Does not count
         an iteration, as in pycaffe; ``step`` does."""
-        rate, self._current_step = learning_rate(self._param, self._iter, self._current_step)
+        rate = self._learning_rate()
         if self._param.display and self._iter % self._param.display == 0:
-            log.info("Iteration %d, lr = %g", self._iter, rate)
+            glog.info("sgd_solver.cpp:112", "Iteration %d, lr = %g", self._iter, glog.real(rate))
         if not self._learnable:
             return
         weights = [p.blob.tensor() for p in self._learnable]
@@ -166,9 +219,10 @@ class Solver:
         self._keep_history_on(weights[0].device)
         with torch.no_grad():
             norm = clip_gradients(diffs, self._param.clip_gradients)
-            if norm is not None and log.isEnabledFor(logging.INFO) and float(norm) > self._param.clip_gradients:
-                log.info("Gradient clipping: scaling down gradients (L2 norm %g > %g) by scale factor %g",
-                         float(norm), self._param.clip_gradients, self._param.clip_gradients / float(norm))
+            if norm is not None and glog.enabled() and float(norm) > self._param.clip_gradients:
+                clip = np.float32(self._param.clip_gradients)
+                glog.info("sgd_solver.cpp:99", "Gradient clipping: scaling down gradients (L2 norm %g > %g) by scale "
+                          "factor %g", glog.real(float(norm)), glog.real(clip), glog.real(clip / np.float32(float(norm))))
             normalize(diffs, self._param.iter_size)
             regularize(diffs, weights, [f32(self._param.weight_decay * p.decay_mult) for p in self._learnable],
                        self._param.regularization_type)
@@ -185,26 +239,31 @@ class Solver:
         return loss
 
     def _update_smoothed_loss(self, loss: float, start_iter: int) -> None:
-        """Caffe's running mean of the last ``average_loss`` losses."""
+        """Caffe's running mean of the last ``average_loss`` losses, in float32 as Caffe keeps it."""
         window = self._param.average_loss
-        if len(self._losses) < window:
-            self._losses.append(loss)
-            self._smoothed_loss = (self._smoothed_loss * (len(self._losses) - 1) + loss) / len(self._losses)
-        else:
-            index = (self._iter - start_iter) % window
-            self._smoothed_loss += (loss - self._losses[index]) / window
-            self._losses[index] = loss
+        loss = np.float32(loss)
+        with np.errstate(all="ignore"):  # a non-finite loss is the training loop's to report
+            if len(self._losses) < window:
+                self._losses.append(loss)
+                size = np.float32(len(self._losses))
+                self._smoothed_loss = (self._smoothed_loss * (size - 1) + loss) / size
+            else:
+                index = (self._iter - start_iter) % window
+                self._smoothed_loss += (loss - self._losses[index]) / np.float32(window)
+                self._losses[index] = loss
 
-    def _log_progress(self, timer: Tuple[float, int]) -> Tuple[float, int]:
-        """Caffe's display lines: speed and smoothed loss, then every element of every train net output."""
-        started, last_iter = timer
-        lapse = time.perf_counter() - started
-        speed = (self._iter - last_iter) / (lapse or 1.0)
-        log.info("Iteration %d (%g iter/s, %.3fs/%d iters), loss = %g", self._iter, speed, lapse,
-                 self._param.display, self._smoothed_loss)
-        _log_outputs(self._net, "Train", self._net.outputs,
-                     [self._net.blobs[name].tensor().detach().cpu().numpy().ravel() for name in self._net.outputs])
-        return time.perf_counter(), self._iter
+    def _log_progress(self, started: float) -> float:
+        """Caffe's display lines: speed and smoothed loss, then every element of every train net output.
+        Returns when the next lapse starts."""
+        if glog.enabled():
+            lapse = np.float32(time.perf_counter() - started)
+            speed = np.float32(self._iter - self._iterations_last) / (lapse or np.float32(1))
+            glog.info("solver.cpp:239", "Iteration %d (%g iter/s, %gs/%d iters), loss = %g", self._iter,
+                      glog.real(speed), glog.real(lapse), self._param.display, glog.real(self._smoothed_loss))
+            _log_outputs(self._net, "solver.cpp:258", "Train", self._net.outputs,
+                         [self._net.blobs[name].tensor().detach().cpu().numpy().ravel() for name in self._net.outputs])
+        self._iterations_last = self._iter
+        return time.perf_counter()
 
     def _keep_history_on(self, device: torch.device) -> None:
         """Follow the net when ``set_mode_gpu``/``set_mode_cpu`` moved it since the last update."""
@@ -221,7 +280,7 @@ class Solver:
         output blob averaged over the passes (Caffe's Solver::Test), logging them as Caffe does."""
         test_net = self._test_nets[index]
         iterations = self._param.test_iter[index]
-        log.info("Iteration %d, Testing net (#%d)", self._iter, index)
+        glog.info("solver.cpp:347", "Iteration %d, Testing net (#%d)", self._iter, index)
         test_net.share_with(self._net)
         last = len(test_net.graph.slots) - 1
         totals: List[torch.Tensor] = []
@@ -232,9 +291,9 @@ class Solver:
                 outputs = [test_net.blobs[name].tensor().detach().double() for name in test_net.outputs]
                 totals = outputs if i == 0 else [t + o for t, o in zip(totals, outputs)]
         if self._param.test_compute_loss:
-            log.info("Test loss: %g", loss / iterations)
+            glog.info("solver.cpp:401", "Test loss: %g", glog.real(loss / iterations))
         means = OrderedDict((name, (total / iterations).cpu().numpy()) for name, total in zip(test_net.outputs, totals))
-        _log_outputs(test_net, "Test", list(means), [m.ravel() for m in means.values()])
+        _log_outputs(test_net, "solver.cpp:414", "Test", list(means), [m.ravel() for m in means.values()])
         return means
 
     # ----- snapshots -----
@@ -245,15 +304,16 @@ class Solver:
         if self._param.snapshot_diff and not hdf5:
             raise ValueError("snapshot_diff is supported with snapshot_format: HDF5 only: binary snapshots hold "
                              "weights only")
-        kind, suffix = ("HDF5", ".h5") if hdf5 else ("binary proto", "")
-        model = snapshot_name(self._param.snapshot_prefix, self._iter, ".caffemodel" + suffix)
-        log.info("Snapshotting to %s file %s", kind, model)
+        model = snapshot_name(self._param.snapshot_prefix, self._iter, ".caffemodel" + (".h5" if hdf5 else ""))
+        state = snapshot_name(self._param.snapshot_prefix, self._iter, ".solverstate" + (".h5" if hdf5 else ""))
         if hdf5:
+            glog.info("solver.cpp:474", "Snapshotting to HDF5 file %s", model)
             save_weights_to_hdf5(self._net.graph, model, write_diff=self._param.snapshot_diff)
+            glog.info("sgd_solver.cpp:296", "Snapshotting solver state to HDF5 file %s", state)
         else:
+            glog.info("solver.cpp:464", "Snapshotting to binary proto file %s", model)
             self._net.save(model)
-        state = snapshot_name(self._param.snapshot_prefix, self._iter, ".solverstate" + suffix)
-        log.info("Snapshotting solver state to %s file %s", kind, state)
+            glog.info("sgd_solver.cpp:284", "Snapshotting solver state to binary proto file %s", state)
         save_state(state, self._iter, self._current_step, model, self._history, hdf5=hdf5)
 
     def restore(self, state_file: PathLike) -> None:
@@ -272,15 +332,32 @@ class Solver:
             self._net.copy_from(saved.learned_net)
         self._iter = saved.iteration
         self._current_step = saved.current_step
+        if not is_hdf5(path):  # RestoreSolverStateFromBinaryProto says so; the HDF5 restore says nothing
+            glog.info("sgd_solver.cpp:336", "SGDSolver: restoring history")
         with torch.no_grad():
             for mine, theirs in zip(self._history, saved.history):
                 mine.copy_(torch.from_numpy(np.array(theirs, dtype=np.float32).reshape(tuple(mine.shape))))
 
 
-def _build(source: NetSource, weights: List[str]) -> Net:
-    """One of the solver's nets, with the ``weights`` files copied in."""
+#: Where Caffe's InitTrainNet logs each way of giving the train net.
+_TRAIN_NET_LOG = {"train_net_param": "solver.cpp:88", "train_net": "solver.cpp:92", "net_param": "solver.cpp:97",
+                  "net": "solver.cpp:102"}
+
+
+def _log_train_net(origin: str) -> None:
+    """Caffe's InitTrainNet line for the field the train net comes from."""
+    field = origin.split(" ")[0]
+    if field.endswith("_param"):
+        glog.info(_TRAIN_NET_LOG[field], "Creating training net specified in %s.", field)
+    else:
+        glog.info(_TRAIN_NET_LOG[field], "Creating training net from %s", origin)
+
+
+def _build(source: NetSource, weights: List[Tuple[str, str]]) -> Net:
+    """One of the solver's nets, with the ``weights`` files (as given, as found) copied in."""
     net = Net(source.net, source.phase, level=source.level, stages=source.stages)
-    for path in weights:
+    for given, path in weights:
+        glog.info("solver.cpp:72", "Finetuning from %s", given)
         net.copy_from(path)
     return net
 
@@ -295,13 +372,14 @@ def _check_snapshot_prefix(param: "caffe_pb2.SolverParameter") -> None:
                          f"'{folder}' exists and is writable")
 
 
-def _log_outputs(net: Net, which: str, names: List[str], values: List[np.ndarray]) -> None:
-    """Caffe's "<which> net output #k: name = value (* weight = weighted loss)" lines."""
+def _log_outputs(net: Net, where: str, which: str, names: List[str], values: List[np.ndarray]) -> None:
+    """Caffe's "<which> net output #k: name = value (* weight = weighted loss)" lines, in float32 as Caffe
+    computes them."""
     weights = net.blob_loss_weights
     k = 0
     for name, flat in zip(names, values):
-        weight = weights.get(name, 0.0)
-        for value in flat:
-            extra = f" (* {weight:g} = {weight * float(value):g} loss)" if weight else ""
-            log.info("    %s net output #%d: %s = %g%s", which, k, name, float(value), extra)
+        weight = np.float32(weights.get(name, 0.0))
+        for value in flat.astype(np.float32):
+            extra = " (* %g = %g loss)" % (glog.real(weight), glog.real(weight * value)) if weight else ""
+            glog.info(where, "    %s net output #%d: %s = %g%s", which, k, name, glog.real(value), extra)
             k += 1

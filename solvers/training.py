@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from netspec import caffe_pb2
+from netspec import caffe_pb2, glog
 from runner.device import set_device, set_mode_gpu
 from solvers import distributed
 from solvers.api import get_solver
@@ -169,6 +169,7 @@ def _score_ids(net: Any) -> List[str]:
 def train(config: TrainConfig) -> TrainResult:
     """Run the solve loop; see the module docstring."""
     group = distributed.init_from_environment()
+    glog.set_root_solver(group.is_main)
     solver = get_solver(config.solver_path)
     if solver.param.HasField("solver_mode") and solver.param.solver_mode == caffe_pb2.SolverParameter.GPU \
             and not group.active:
@@ -194,10 +195,16 @@ def train(config: TrainConfig) -> TrainResult:
     if not group.is_main:
         param.snapshot = 0
     param.test_interval = 0  # scoring is this loop's job, on its own schedule
+    solver.log_solving()
     stop_signal = _run(solver, group, records, iters, score_every, config, heads)
     interrupted = stop_signal is not None
-    if group.is_main and (interrupted or param.snapshot_after_train):
-        solver.snapshot()
+    just_snapshotted = param.snapshot and solver.iter % param.snapshot == 0
+    if group.is_main and (interrupted or (param.snapshot_after_train and not just_snapshotted)):
+        solver.snapshot()  # unless the last step just wrote it (Caffe's Solve, which would log it twice)
+    if interrupted:
+        glog.info("solver.cpp:311", "Optimization stopped early.")
+    else:
+        solver.log_done()
     distributed.barrier(group)
     distributed.shutdown(group)
     return TrainResult(solver.iter, interrupted, records.log_path if records else "",
@@ -300,11 +307,12 @@ def _json_metrics(scores: Any) -> Dict[str, Any]:
 
 
 def _logging_above(bar: Any) -> Any:
-    """While a progress bar is drawn, log lines (scores, warnings) are printed above it, not glued to it."""
+    """While a progress bar is drawn, log lines (scores, warnings, Caffe's glog lines) are printed above it,
+    not glued to it."""
     if bar is None:
         return contextlib.nullcontext()
     from tqdm.contrib.logging import logging_redirect_tqdm
-    return logging_redirect_tqdm()
+    return logging_redirect_tqdm(loggers=[logging.root, logging.getLogger(glog.LOGGER_NAME)])
 
 
 def _progress(total: int, enabled: bool, label: str) -> Any:

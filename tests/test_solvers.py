@@ -310,14 +310,15 @@ def test_callbacks_wrap_the_passes(tmp_path):
     assert events == ["start", "forward", "forward", "ready"] * 2
 
 
-def test_display_logs_like_caffe_and_smooths_the_loss(tmp_path, caplog):
+def test_display_logs_like_caffe_and_smooths_the_loss(tmp_path, capsys):
     solver = small_solver(tmp_path, "display: 1\naverage_loss: 2\n")
     losses = feed(solver, 0)
-    with caplog.at_level("INFO", logger="solvers.solver"):
-        solver.step(3)
-    text = caplog.text
-    assert "Iteration 0, lr = 0.002" in text and "Iteration 2, lr = 0.002" in text
-    assert "Train net output #0: loss = " in text and "(* 1 = " in text
+    capsys.readouterr()
+    solver.step(3)
+    text = capsys.readouterr().err
+    assert "sgd_solver.cpp:112] Iteration 0, lr = 0.002\n" in text and "] Iteration 2, lr = 0.002\n" in text
+    assert "solver.cpp:258]     Train net output #0: loss = %g (* 1 = %g loss)\n" % (losses[0], losses[0]) in text
+    assert "), loss = %g\n" % ((np.float32(losses[1]) + np.float32(losses[2])) / 2) in text
     assert solver.smoothed_loss == pytest.approx((losses[1] + losses[2]) / 2)
 
 
