@@ -250,3 +250,17 @@ layer {{ name: "conv" type: "Convolution" bottom: "data" top: "conv"
     weights = net.params["conv"][0].data.reshape(4, -1)
     cols = out["cols"].reshape(2, weights.shape[1], -1)
     assert_close((weights @ cols).reshape(out["conv"].shape), out["conv"], 1e-5, "conv from columns")
+
+
+def test_accuracy_refuses_backward_under_force_backward_as_caffe_does() -> None:
+    """losses/README: Accuracy's Backward is NOT_IMPLEMENTED, so Caffe's fixtures ran it without force_backward;
+    with it the forward still matches and backward gives Caffe's reason."""
+    case = Case("losses", "accuracy_ignore_top1")
+    net = prepared_net(case, _variant(case, force_backward=True))
+    net.forward()
+    assert_close(net.blobs["accuracy"].data, case.arrays("forward")["accuracy"], 1e-6, "accuracy")
+    with pytest.raises(ValueError, match="no backward for Accuracy"):
+        net.backward()
+    plain = prepared_net(case, _variant(case, force_backward=False))
+    plain.forward()
+    plain.backward()  # nothing needs a gradient: nothing to refuse

@@ -255,6 +255,11 @@ class Accuracy(Layer):
         self.axis = int(param.axis)
         self.ignore_label = int(param.ignore_label) if param.HasField("ignore_label") else None
 
+    def backward_refusal(self, propagate_down: Sequence[bool]) -> Optional[str]:
+        if any(propagate_down):
+            return "Not Implemented Yet: Caffe has no backward for Accuracy (accuracy_layer.cpp)"
+        return None
+
     def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
         self.check_bottoms(2, 2, bottoms)
         scores, labels = bottoms[0].detach(), bottoms[1].detach()
