@@ -89,16 +89,42 @@ def test_loss_weights_must_be_one_per_top(tmp_path):
         caffe.Net(str(path), caffe.TRAIN)
 
 
-def test_forward_start_end_returns_the_end_layers_tops():
+def test_forward_start_end_runs_exactly_the_layers_caffe_runs():
+    """full forward(x1); data=x2; forward(end=conv1); forward(start=relu1); data=x1; forward(start=ip, end=ip):
+    the keys each call returns, the blobs it changes, and every blob after the first three calls."""
     seen = _observed("forward_start_end")
     case = Case("pycaffe", "forward_start_end")
-    net = caffe.Net(case.prototxt, caffe.TEST, weights=case.path("net.caffemodel"))
+    after = case.arrays("blobs_after_each_call")
     x = case.arrays("inputs")
-    net.blobs["data"].data[...] = x["data"] if "data" in x else next(iter(x.values()))
+    net = caffe.Net(case.prototxt, caffe.TEST, weights=case.path("net.caffemodel"))
+
+    def snapshot():
+        return {name: blob.data.copy() for name, blob in net.blobs.items()}
+
+    def changed(before):
+        return sorted(name for name, blob in net.blobs.items() if not np.array_equal(blob.data, before[name]))
+
+    def check(stage):
+        for name in net.blobs:
+            assert_close(net.blobs[name].data, after[f"{stage}/{name}"], 1e-5, f"{stage}: {name}")
+
+    net.blobs["data"].data[...] = x["x1"]
     assert sorted(net.forward()) == seen["forward()_keys"]
+    check("full_x1")
+    before = snapshot()
+    net.blobs["data"].data[...] = x["x2"]
     assert sorted(net.forward(end="conv1")) == seen['forward(end="conv1")_keys']
+    assert changed(before) == sorted(seen['forward(end="conv1")_changed_blobs'])
+    check("end_conv1_x2")
+    before = snapshot()
     assert sorted(net.forward(start="relu1")) == seen['forward(start="relu1")_keys']
+    assert changed(before) == sorted(seen['forward(start="relu1")_changed_blobs'])
+    check("start_relu1")
+    before = snapshot()
+    net.blobs["data"].data[...] = x["x1"]
     assert sorted(net.forward(start="ip", end="ip")) == seen['forward(start="ip", end="ip")_keys']
+    assert changed(before) == sorted(seen['forward(start="ip", end="ip")_changed_blobs'])
+    assert sorted(net.forward(data=x["x2"], end="relu1")) == seen['forward(data=x2, end="relu1")_keys']
 
 
 def test_fan_out_split_names_and_wiring():
