@@ -54,6 +54,10 @@ class Layer:
     #: nothing may overwrite those in place.
     keeps_tops = False
 
+    #: True for layers whose tops come from outside the tensors (a database, image files, a user's arrays):
+    #: they run on the host at every pass and are never traced or compiled.
+    reads_host_data = False
+
     def forward_in_place(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
         """The tops written over the bottoms' memory, as Caffe's in-place layers do; None where the layer
         has no such form. The runner asks only when nothing else can see the bottoms (runner.in_place)."""

@@ -1,0 +1,203 @@
+"""Caffe's key-value databases (``caffe::db``): LMDB through ``lmdb``, LevelDB through ``plyvel``.
+
+Readers walk the records in key order, as Caffe's cursors do (``convert_imageset`` keys are
+``%08d_<path>``, so that is list order), and can start over at the first record when they run out, as
+the Data layer does. Writers collect puts and commit them in batches of 1000, growing an LMDB's map
+when it fills (Caffe's DoubleMapSize); a new database is built under a temporary name next to its
+destination and renamed into place when complete, so a crash never leaves a half-written database
+that reads as a shorter valid one.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import threading
+import weakref
+from typing import Dict, Iterator, List, Optional, Tuple
+
+#: Caffe's DataParameter.DB enum values, by name as the tools' ``--backend`` flag spells them.
+BACKENDS = {"leveldb": 0, "lmdb": 1}
+COMMIT_EVERY = 1000
+
+Record = Tuple[bytes, bytes]
+
+
+def backend_name(value: object) -> str:
+    """``"lmdb"`` or ``"leveldb"`` from a DataParameter enum value or a tool's flag; ValueError otherwise."""
+    for name, number in BACKENDS.items():
+        if value == number or value == name:
+            return name
+    raise ValueError(f"unknown database backend {value!r}; Caffe knows lmdb and leveldb")
+
+
+class DatabaseReader:
+    """One LMDB or LevelDB opened for reading. Readers of one database share one handle: LMDB forbids
+    opening an environment twice in a process and LevelDB locks its folder, while a train and a test
+    net commonly read the same database."""
+
+    def __init__(self, source: str, backend: object) -> None:
+        self.source = source
+        self.backend = backend_name(backend)
+        self._key = (self.backend, os.path.realpath(source))
+        self._handle = _acquire(self._key, source)
+        self._finalizer = weakref.finalize(self, _release, self._key)
+
+    def records(self) -> Iterator[Record]:
+        """Every ``(key, value)`` once, in key order."""
+        if self.backend == "lmdb":
+            with self._handle.begin(buffers=False) as txn:
+                yield from txn.cursor()
+        else:
+            with self._handle.iterator() as iterator:
+                yield from iterator
+
+    def endless(self) -> Iterator[Record]:
+        """The records in key order, starting over after the last (Caffe: "Restarting data prefetching
+        from start"); ValueError at once when the database holds none."""
+        while True:
+            empty = True
+            for record in self.records():
+                empty = False
+                yield record
+            if empty:
+                raise ValueError(f"{self.backend.upper()} database '{self.source}' holds no records")
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+_OPEN: Dict[Tuple[str, str], List] = {}  # (backend, real path) -> [handle, number of readers]
+_OPEN_LOCK = threading.Lock()
+
+
+def _acquire(key: Tuple[str, str], source: str):
+    with _OPEN_LOCK:
+        entry = _OPEN.get(key)
+        if entry is None:
+            handle = _open_lmdb(source) if key[0] == "lmdb" else _open_leveldb(source)
+            entry = _OPEN[key] = [handle, 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _release(key: Tuple[str, str]) -> None:
+    with _OPEN_LOCK:
+        entry = _OPEN.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _OPEN[key]
+            entry[0].close()
+
+
+def _open_lmdb(source: str):
+    import lmdb
+    if not os.path.isdir(source):
+        raise ValueError(f"cannot open LMDB '{source}': {_missing(source)}")
+    try:
+        return lmdb.open(source, readonly=True, lock=True, create=False)
+    except lmdb.Error as err:
+        # read-only media: Caffe built with ALLOW_LMDB_NOLOCK retries without the lock file the same way
+        if os.path.isfile(os.path.join(source, "data.mdb")) and not os.access(source, os.W_OK):
+            return lmdb.open(source, readonly=True, lock=False, create=False)
+        raise ValueError(f"cannot open LMDB '{source}': {err}") from None
+
+
+def _open_leveldb(source: str):
+    import plyvel
+    if not os.path.isdir(source):
+        raise ValueError(f"cannot open LevelDB '{source}': {_missing(source)}")
+    try:
+        return plyvel.DB(source, create_if_missing=False)
+    except plyvel.Error as err:
+        hint = " (it holds an LMDB: set backend: LMDB)" if os.path.isfile(os.path.join(source, "data.mdb")) else ""
+        raise ValueError(f"cannot open LevelDB '{source}': {err}{hint}") from None
+
+
+def _missing(source: str) -> str:
+    where = "" if os.path.isabs(source) else f" (relative to the working directory {os.getcwd()})"
+    return ("not a directory" if os.path.exists(source) else "no such directory") + where
+
+
+class DatabaseWriter:
+    """A new database at ``path``, filled with ``put`` and made visible at ``close`` (a context manager:
+    an exception inside removes the partial database)."""
+
+    def __init__(self, path: str, backend: object) -> None:
+        self.path = os.path.normpath(path)
+        self.backend = backend_name(backend)
+        if os.path.lexists(self.path):
+            raise ValueError(f"cannot create {self.backend.upper()} '{path}': it already exists")
+        parent = os.path.dirname(os.path.abspath(self.path))
+        self._temp = os.path.join(parent, f".{os.path.basename(self.path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        self._pending: List[Record] = []
+        self._lmdb_env = None
+        self._leveldb = None
+        try:
+            if self.backend == "lmdb":
+                import lmdb
+                os.mkdir(self._temp)
+                self._lmdb_env = lmdb.open(self._temp, lock=False)
+            else:
+                import plyvel
+                # Caffe's LevelDB options for new databases
+                self._leveldb = plyvel.DB(self._temp, create_if_missing=True, error_if_exists=True,
+                                          block_size=65536, write_buffer_size=268435456, max_open_files=100)
+        except OSError as err:
+            raise ValueError(f"cannot create {self.backend.upper()} '{path}': {err.strerror or err}") from None
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._pending.append((key, value))
+        if len(self._pending) >= COMMIT_EVERY:
+            self.commit()
+
+    def commit(self) -> None:
+        """Write the pending records in one transaction."""
+        if self._lmdb_env is not None:
+            import lmdb
+            while True:
+                try:
+                    with self._lmdb_env.begin(write=True) as txn:
+                        for key, value in self._pending:
+                            txn.put(key, value)
+                    break
+                except lmdb.MapFullError:
+                    self._lmdb_env.set_mapsize(self._lmdb_env.info()["map_size"] * 2)
+        elif self._pending:
+            with self._leveldb.write_batch() as batch:
+                for key, value in self._pending:
+                    batch.put(key, value)
+        self._pending = []
+
+    def close(self) -> None:
+        """Commit what is pending and move the database to its name."""
+        self.commit()
+        self._close_handles()
+        if os.path.lexists(self.path):
+            self.discard()
+            raise ValueError(f"cannot create {self.backend.upper()} '{self.path}': it appeared while being written")
+        os.rename(self._temp, self.path)
+
+    def discard(self) -> None:
+        """Drop the partial database."""
+        self._close_handles()
+        shutil.rmtree(self._temp, ignore_errors=True)
+
+    def _close_handles(self) -> None:
+        if self._lmdb_env is not None:
+            self._lmdb_env.close()
+            self._lmdb_env = None
+        if self._leveldb is not None:
+            self._leveldb.close()
+            self._leveldb = None
+
+    def __enter__(self) -> "DatabaseWriter":
+        return self
+
+    def __exit__(self, exc_type: Optional[type], exc: Optional[BaseException], tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
