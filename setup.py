@@ -11,11 +11,16 @@ setup(
     package_data={"netspec": ["caffe.proto"]},
     python_requires=">=3.9",
     # torch is installed first by the Makefile at the pinned CPU version; any torch 2.x serves.
-    install_requires=["torch>=2.1", "numpy", "protobuf>=4.21,<8", "pillow", "scipy", "tqdm", "matplotlib"],
+    # lmdb, plyvel: the Data layer's backends; OpenCV: images decoded and resized exactly as Caffe's
+    # cv::imread/cv::resize (PIL's bilinear differs by up to 40 levels); OpenCV 5 has no Caffe importer.
+    install_requires=["torch>=2.1", "numpy", "protobuf>=4.21,<8", "pillow", "scipy", "tqdm", "matplotlib",
+                      "lmdb", "plyvel", "opencv-python-headless<5"],
     extras_require={
         # fcn export (ONNX) and fcn convert (safetensors)
         "export": ["onnx", "safetensors"],
-        "test": ["pytest", "opencv-python-headless<5", "onnx", "onnxruntime", "safetensors"],
+        "test": ["pytest", "onnx", "onnxruntime", "safetensors"],
     },
-    entry_points={"console_scripts": ["fcn = fcn.cli:command"]},
+    entry_points={"console_scripts": ["fcn = fcn.cli:command",
+                                      "convert_imageset = fcn.convert_imageset:main",
+                                      "compute_image_mean = fcn.compute_image_mean:main"]},
 )

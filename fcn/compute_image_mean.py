@@ -1,0 +1,98 @@
+"""``compute_image_mean``: Caffe's tool that averages the images of an LMDB/LevelDB into a mean file.
+
+Same flags, arguments, arithmetic and output as Caffe's ``tools/compute_image_mean.cpp``: encoded records
+are decoded natively, the sum is accumulated in float32 record by record and divided by the count in
+float32, and the result is a BlobProto with legacy ``num/channels/height/width`` (a ``.binaryproto`` that
+``transform_param { mean_file }`` reads), written atomically; the per-channel means are logged.
+
+    compute_image_mean [FLAGS] INPUT_DB [OUTPUT_FILE]
+"""
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+
+from fcn.gflags import Flags
+from netspec import caffe_pb2
+from netspec.atomic import write_atomically
+from runner.datum import datum_pixels, parse_datum
+from runner.db import DatabaseReader
+
+USAGE = "Compute the mean_image of a set of images given by a leveldb/lmdb\nUsage:\n" \
+        "    compute_image_mean [FLAGS] INPUT_DB [OUTPUT_FILE]\n"
+PROGRESS_EVERY = 10000
+
+
+def flags() -> Flags:
+    f = Flags(USAGE, source="tools/compute_image_mean.cpp")
+    f.define("backend", "lmdb", "The backend {leveldb, lmdb} containing the images")
+    return f
+
+
+def _info(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def compute_image_mean(db_path: str, backend: str = "lmdb") -> "caffe_pb2.BlobProto":
+    """The mean of every record of the database as Caffe's BlobProto (num 1, CxHxW of the first record)."""
+    reader = DatabaseReader(db_path, backend)
+    try:
+        total, count, shape = None, 0, None
+        _info("Starting iteration")
+        for key, value in reader.records():
+            where = f"record '{key.decode('utf-8', 'replace')}' of {reader.backend.upper()} '{db_path}'"
+            datum = parse_datum(value, where)
+            if count == 0 and datum.encoded:
+                _info("Decoding Datum")
+            pixels = datum_pixels(datum, where)
+            if total is None:
+                shape, total = pixels.shape, np.zeros(pixels.size, dtype=np.float32)
+            if pixels.size != total.size:
+                raise ValueError(f"{where}: {pixels.size} values ({'x'.join(map(str, pixels.shape))}), the first "
+                                 f"record has {total.size} ({'x'.join(map(str, shape))}); all images must have one size")
+            total += pixels.reshape(-1).astype(np.float32)
+            count += 1
+            if count % PROGRESS_EVERY == 0:
+                _info(f"Processed {count} files.")
+        if total is None:
+            raise ValueError(f"{reader.backend.upper()} database '{db_path}' holds no records")
+    finally:
+        reader.close()
+    if count % PROGRESS_EVERY:
+        _info(f"Processed {count} files.")
+    mean = caffe_pb2.BlobProto(num=1, channels=shape[0], height=shape[1], width=shape[2])
+    mean.data.extend(total / np.float32(count))
+    return mean
+
+
+def log_channel_means(mean: "caffe_pb2.BlobProto") -> None:
+    """Caffe's closing lines: the number of channels and each channel's mean (float32 sums, as Caffe)."""
+    values = np.asarray(mean.data, dtype=np.float32).reshape(mean.channels, -1)
+    _info(f"Number of channels: {mean.channels}")
+    for channel, row in enumerate(values):
+        channel_sum = np.cumsum(row, dtype=np.float32)[-1]  # sequential, as Caffe's loop adds
+        _info(f"mean_value channel [{channel}]: {float(channel_sum / np.float32(row.size)):g}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    f = flags()
+    values, args = f.parse_or_exit(sys.argv[1:] if argv is None else argv, "compute_image_mean")
+    if not 1 <= len(args) <= 2:
+        sys.stdout.write(f.usage("compute_image_mean"))
+        return 1
+    try:
+        mean = compute_image_mean(args[0], values.backend)
+        if len(args) == 2:
+            _info(f"Write to {args[1]}")
+            write_atomically(args[1], mean.SerializeToString())
+    except (ValueError, OSError) as err:
+        _info(f"ERROR: {err}")
+        return 1
+    log_channel_means(mean)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
