@@ -43,25 +43,51 @@ class DatabaseReader:
         self._handle = _acquire(self._key, source)
         self._finalizer = weakref.finalize(self, _release, self._key)
 
-    def records(self) -> Iterator[Record]:
+    def read(self, after: Optional[bytes], count: int) -> List[Record]:
+        """The ``count`` records that follow key ``after`` (None: from the first) in key order, starting over
+        at the first after the last, as the Data layer reads (Caffe: "Restarting data prefetching from
+        start"); ValueError when the database holds no records. No cursor outlives a call, so nothing is
+        left open between batches, across threads or at garbage collection."""
+        records = self._scan(after, count)
+        while len(records) < count:
+            more = self._scan(None, count - len(records))
+            if not more:
+                raise ValueError(f"{self.backend.upper()} database '{self.source}' holds no records")
+            records += more
+        return records
+
+    def records(self, chunk: int = COMMIT_EVERY) -> Iterator[Record]:
         """Every ``(key, value)`` once, in key order."""
+        after = None
+        while True:
+            records = self._scan(after, chunk)
+            yield from records
+            if len(records) < chunk:
+                return
+            after = records[-1][0]
+
+    def _scan(self, after: Optional[bytes], count: int) -> List[Record]:
+        """Up to ``count`` records with keys after ``after`` (None: from the first), without wrapping."""
+        records: List[Record] = []
         if self.backend == "lmdb":
             with self._handle.begin(buffers=False) as txn:
-                yield from txn.cursor()
+                cursor = txn.cursor()
+                ok = cursor.first() if after is None else cursor.set_range(after)
+                if ok and after is not None and cursor.key() == after:
+                    ok = cursor.next()
+                while ok and len(records) < count:
+                    records.append(cursor.item())
+                    ok = cursor.next()
         else:
             with self._handle.iterator() as iterator:
-                yield from iterator
-
-    def endless(self) -> Iterator[Record]:
-        """The records in key order, starting over after the last (Caffe: "Restarting data prefetching
-        from start"); ValueError at once when the database holds none."""
-        while True:
-            empty = True
-            for record in self.records():
-                empty = False
-                yield record
-            if empty:
-                raise ValueError(f"{self.backend.upper()} database '{self.source}' holds no records")
+                if after is not None:
+                    iterator.seek(after)
+                for key, value in iterator:
+                    if len(records) == count:
+                        break
+                    if key != after:
+                        records.append((key, value))
+        return records
 
     def close(self) -> None:
         self._finalizer()

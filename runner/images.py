@@ -52,10 +52,11 @@ def read_image(path: str, height: int = 0, width: int = 0, is_color: bool = True
     """Caffe's ReadImageToCVMat: the file decoded as BGR (or one grey channel), resized to height x width
     when both are positive; an HxWxC uint8 array (C = 3 or 1)."""
     cv2 = cv2_module()
+    if not os.path.isfile(path):
+        raise ValueError(f"could not read image '{path}': no such file")
     image = cv2.imread(path, cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
     if image is None:
-        reason = "no such file" if not os.path.exists(path) else "not an image OpenCV can decode"
-        raise ValueError(f"could not read image '{path}': {reason}")
+        raise ValueError(f"could not read image '{path}': not an image OpenCV can decode")
     if height > 0 and width > 0:
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     return image if image.ndim == 3 else image[:, :, np.newaxis]

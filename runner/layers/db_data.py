@@ -33,13 +33,14 @@ class Data(BatchSource):
         except ValueError as err:
             raise ValueError(f"{self.label}: {err}") from None
         self.transformer = DataTransformer(layer_param.transform_param, phase, self.label)
-        first = next(self.db.records(), None)
-        if first is None:
-            raise ValueError(f"{self.label}: {self.db.backend.upper()} database '{param.source}' holds no records")
+        try:
+            first = self.db.read(None, 1)[0]
+        except ValueError as err:
+            raise ValueError(f"{self.label}: {err}") from None
         image = self._pixels(*first)[1]
         channels, height, width = self.transformer.output_shape(image.shape, self._where(first[0]))
         self.set_shapes((self.batch_size, channels, height, width), (self.batch_size,))
-        self._records = self.db.endless()
+        self._last_key = None  # the key of the last record read: the next batch starts after it
         self.prefetch(param.prefetch)
 
     def _where(self, key: bytes) -> str:
@@ -52,8 +53,9 @@ class Data(BatchSource):
 
     def load_batch(self) -> List[np.ndarray]:
         data = labels = None
-        for item in range(self.batch_size):
-            key, value = next(self._records)
+        records = self.db.read(self._last_key, self.batch_size)
+        self._last_key = records[-1][0]
+        for item, (key, value) in enumerate(records):
             datum, image = self._pixels(key, value)
             if data is None:
                 shape = self.transformer.output_shape(image.shape, self._where(key))

@@ -8,6 +8,7 @@ batch_size 1 reshapes the top per image. ``shuffle`` shuffles at setup and at ev
 """
 from __future__ import annotations
 
+import os
 from typing import Any, List
 
 import numpy as np
@@ -39,7 +40,10 @@ class ImageData(BatchSource):
             listed = read_image_list(param.source)
         except ValueError as err:
             raise ValueError(f"{self.label}: {err}") from None
-        self.lines = [(path, label, number) for number, (path, label) in enumerate(listed, start=1)]
+        # (path as listed, label, line number, file): files resolved now, as the working directory may
+        # change while batches are loaded ahead
+        self.lines = [(path, label, number, os.path.abspath(self.root_folder + path))
+                      for number, (path, label) in enumerate(listed, start=1)]
         self.shuffle = bool(param.shuffle)
         self._rng = np.random.default_rng(caffe_rng_seed()) if self.shuffle else None
         if self.shuffle:
@@ -61,7 +65,7 @@ class ImageData(BatchSource):
 
     def _read(self, line: tuple) -> np.ndarray:
         try:
-            image = read_image(self.root_folder + line[0], self.new_height, self.new_width, self.is_color)
+            image = read_image(line[3], self.new_height, self.new_width, self.is_color)
         except ValueError as err:
             raise ValueError(f"{self.label}: {err} ('{self.source}' line {line[2]})") from None
         return hwc_to_chw(image)

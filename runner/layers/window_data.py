@@ -20,6 +20,7 @@ a mean file read around its centre).
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, List, Tuple
 
 import numpy as np
@@ -109,7 +110,7 @@ class WindowData(BatchSource):
             if hashtag != "#" or index != str(len(images)):
                 raise ValueError(f"{self.label}: window file '{source}': expected '# {len(images)}', got "
                                  f"'{hashtag} {index}' (images are numbered 0, 1, ... in order)")
-            path = root + take(1, "an image path")[0]
+            path = os.path.abspath(root + take(1, "an image path")[0])  # the cwd may change while loading ahead
             try:
                 size = tuple(int(v) for v in take(3, "channels height width"))
                 count = int(take(1, "the number of windows")[0])
