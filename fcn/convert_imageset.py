@@ -54,16 +54,15 @@ def _matches_encoding(path: str, encoding: str) -> bool:
     return ext == encoding or (encoding == "jpg" and ext == "jpeg")
 
 
-def image_datum(path: str, label: int, height: int, width: int, is_color: bool, encoding: str):
-    """Caffe's ReadImageToDatum: a raw Datum of the decoded (resized) image, or with ``encoding`` an
-    encoded one; ValueError when the image cannot be read."""
-    image = read_image(path, height, width, is_color)
+def image_datum(image: np.ndarray, path: str, label: int, resized: bool, is_color: bool, encoding: str):
+    """The rest of Caffe's ReadImageToDatum for an image read from ``path``: a raw Datum, or with
+    ``encoding`` an encoded one: the file itself where it needs no change, else OpenCV's encoding."""
     if not encoding:
-        return raw_datum(image, label), image.size
-    if (image.shape[2] == 3) == is_color and not height and not width and _matches_encoding(path, encoding):
+        return raw_datum(image, label)
+    if (image.shape[2] == 3) == is_color and not resized and _matches_encoding(path, encoding):
         with open(path, "rb") as handle:
-            return encoded_datum(handle.read(), label), image.size
-    return encoded_datum(encode_image(image, encoding), label), image.size
+            return encoded_datum(handle.read(), label)
+    return encoded_datum(encode_image(image, encoding), label)
 
 
 def convert_imageset(root_folder: str, list_file: str, db_name: str, gray: bool = False, shuffle: bool = False,
@@ -92,14 +91,15 @@ def convert_imageset(root_folder: str, list_file: str, db_name: str, gray: bool 
                 if not encoding:
                     raise ValueError(f"cannot guess the encoding of {where} from its name; give --encode_type")
             try:
-                datum, size = image_datum(root_folder + path, label, height, width, not gray, encoding)
+                image = read_image(root_folder + path, height, width, not gray)
             except ValueError as err:  # Caffe logs the failure and goes on with the next image
                 _info(f"ERROR: {err} ('{list_file}' line {number}); skipped")
                 continue
+            datum = image_datum(image, root_folder + path, label, bool(height and width), not gray, encoding)
             if check_size:
-                first_size = size if first_size is None else first_size
-                if size != first_size:
-                    raise ValueError(f"image {where} has {size} values, the first image {first_size}; "
+                first_size = image.size if first_size is None else first_size
+                if image.size != first_size:
+                    raise ValueError(f"image {where} has {image.size} values, the first image {first_size}; "
                                      f"--check_size wants one size (resize them with --resize_height/--resize_width)")
             key = f"{line_id:08d}_{path}".encode("utf-8", "surrogateescape")
             db.put(key, datum.SerializeToString())

@@ -138,8 +138,9 @@ def _open_leveldb(source: str):
     try:
         return plyvel.DB(source, create_if_missing=False)
     except plyvel.Error as err:
-        hint = " (it holds an LMDB: set backend: LMDB)" if os.path.isfile(os.path.join(source, "data.mdb")) else ""
-        raise ValueError(f"cannot open LevelDB '{source}': {err}{hint}") from None
+        hint = " (the folder holds an LMDB)" if os.path.isfile(os.path.join(source, "data.mdb")) else ""
+        reason = err.args[0].decode("utf-8", "replace") if err.args and isinstance(err.args[0], bytes) else err
+        raise ValueError(f"cannot open LevelDB '{source}': {reason}{hint}") from None
 
 
 def _missing(source: str) -> str:

@@ -257,7 +257,7 @@ def test_data_layer_bad_input(workdir, tmp_path):
     workdir("data_lmdb_raw_none")
     with pytest.raises(ValueError, match=r"layer 'data' \(Data\): cannot open LMDB 'nowhere': no such directory"):
         _data_net(lambda lp: setattr(lp.data_param, "source", "nowhere"))
-    with pytest.raises(ValueError, match="cannot open LevelDB.*set backend: LMDB"):
+    with pytest.raises(ValueError, match="cannot open LevelDB.*the folder holds an LMDB"):
         _data_net(lambda lp: lp.data_param.ClearField("backend"))  # Caffe's default backend is LEVELDB
     with pytest.raises(ValueError, match="batch_size must be positive"):
         _data_net(lambda lp: lp.data_param.ClearField("batch_size"))
