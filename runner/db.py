@@ -14,7 +14,7 @@ import secrets
 import shutil
 import threading
 import weakref
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 #: Caffe's DataParameter.DB enum values, by name as the tools' ``--backend`` flag spells them.
 BACKENDS = {"leveldb": 0, "lmdb": 1}
@@ -39,9 +39,7 @@ class DatabaseReader:
     def __init__(self, source: str, backend: object) -> None:
         self.source = source
         self.backend = backend_name(backend)
-        self._key = (self.backend, os.path.realpath(source))
-        self._handle = _acquire(self._key, source)
-        self._finalizer = weakref.finalize(self, _release, self._key)
+        self._shared: Optional[_Shared] = _acquire((self.backend, os.path.realpath(source)), source)
 
     def read(self, after: Optional[bytes], count: int) -> List[Record]:
         """The ``count`` records that follow key ``after`` (None: from the first) in key order, starting over
@@ -70,7 +68,7 @@ class DatabaseReader:
         """Up to ``count`` records with keys after ``after`` (None: from the first), without wrapping."""
         records: List[Record] = []
         if self.backend == "lmdb":
-            with self._handle.begin(buffers=False) as txn:
+            with self._shared.handle.begin(buffers=False) as txn:
                 cursor = txn.cursor()
                 ok = cursor.first() if after is None else cursor.set_range(after)
                 if ok and after is not None and cursor.key() == after:
@@ -79,7 +77,7 @@ class DatabaseReader:
                     records.append(cursor.item())
                     ok = cursor.next()
         else:
-            with self._handle.iterator() as iterator:
+            with self._shared.handle.iterator() as iterator:
                 if after is not None:
                     iterator.seek(after)
                 for key, value in iterator:
@@ -90,32 +88,31 @@ class DatabaseReader:
         return records
 
     def close(self) -> None:
-        self._finalizer()
+        """Let go of the database (closed when no other reader holds it)."""
+        self._shared = None
 
 
-_OPEN: Dict[Tuple[str, str], List] = {}  # (backend, real path) -> [handle, number of readers]
+class _Shared:
+    """An open database handle shared by readers; closed by its own deallocation once no reader holds it
+    (plain reference counting: no finalizer that could run, and take a lock, in the middle of another
+    reader's set-up)."""
+    __slots__ = ("handle", "__weakref__")
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+
+_OPEN: "weakref.WeakValueDictionary[Tuple[str, str], _Shared]" = weakref.WeakValueDictionary()
 _OPEN_LOCK = threading.Lock()
 
 
-def _acquire(key: Tuple[str, str], source: str):
+def _acquire(key: Tuple[str, str], source: str) -> _Shared:
     with _OPEN_LOCK:
-        entry = _OPEN.get(key)
-        if entry is None:
-            handle = _open_lmdb(source) if key[0] == "lmdb" else _open_leveldb(source)
-            entry = _OPEN[key] = [handle, 0]
-        entry[1] += 1
-        return entry[0]
-
-
-def _release(key: Tuple[str, str]) -> None:
-    with _OPEN_LOCK:
-        entry = _OPEN.get(key)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] == 0:
-            del _OPEN[key]
-            entry[0].close()
+        shared = _OPEN.get(key)
+        if shared is None:
+            shared = _Shared(_open_lmdb(source) if key[0] == "lmdb" else _open_leveldb(source))
+            _OPEN[key] = shared
+        return shared
 
 
 def _open_lmdb(source: str):
