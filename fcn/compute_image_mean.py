@@ -51,7 +51,8 @@ def compute_image_mean(db_path: str, backend: str = "lmdb") -> "caffe_pb2.BlobPr
                 shape, total = pixels.shape, np.zeros(pixels.size, dtype=np.float32)
             if pixels.size != total.size:
                 raise ValueError(f"{where}: {pixels.size} values ({'x'.join(map(str, pixels.shape))}), the first "
-                                 f"record has {total.size} ({'x'.join(map(str, shape))}); all images must have one size")
+                                 f"record has {total.size} ({'x'.join(map(str, shape))}); all images must have "
+                                 f"one size")
             total += pixels.reshape(-1).astype(np.float32)
             count += 1
             if count % PROGRESS_EVERY == 0:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Sequence
 
-import numpy as np
 import torch
 
 from runner.device import current_device
@@ -65,7 +64,3 @@ class BatchSource(Layer):
         self.shapes = [tuple(top.shape) for top in tops]
         return tops
 
-
-def float_labels(labels: Sequence[int]) -> np.ndarray:
-    """Labels as the float32 label top Caffe fills."""
-    return np.asarray(labels, dtype=np.float32)

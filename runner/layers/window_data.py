@@ -75,7 +75,8 @@ class WindowData(BatchSource):
                              f"WindowData reads every image in colour (3 channels)")
         if self.mean is not None:
             mean_c, mean_h, mean_w = self.mean.shape
-            if mean_c != channels or mean_w < self.crop_size or mean_h < (mean_w - self.crop_size) // 2 + self.crop_size:
+            centre = (mean_w - self.crop_size) // 2
+            if mean_c != channels or mean_w < self.crop_size or mean_h < centre + self.crop_size:
                 raise ValueError(f"{self.label}: mean file '{transform.mean_file}' is {mean_c}x{mean_h}x{mean_w}; "
                                  f"WindowData takes a crop_size {self.crop_size} square of {channels} channels from "
                                  f"its centre (offset by the width on both axes)")
