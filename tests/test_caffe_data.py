@@ -168,6 +168,52 @@ def test_test_phase_crop_is_the_centre(workdir):
         assert _outcomes(source, item, 12, False) == [[2, 4, 0]]  # ((16-12)//2, (20-12)//2)
 
 
+def test_float_data_records_and_a_data_only_top(workdir, tmp_path):
+    # Caffe's Transform reads float_data when data is empty: (x - mean_value) * scale in float32
+    workdir("data_lmdb_raw_none")
+    values = np.random.default_rng(0).standard_normal((2, 2, 3, 4)).astype(np.float32)
+    with DatabaseWriter(str(tmp_path / "floats"), "lmdb") as db:
+        for i, array in enumerate(values):
+            datum = caffe_pb2.Datum(channels=2, height=3, width=4, label=i)
+            datum.float_data.extend(array.ravel())
+            db.put(b"%08d" % i, datum.SerializeToString())
+
+    def edit(lp):
+        lp.data_param.source, lp.data_param.batch_size = str(tmp_path / "floats"), 2
+        lp.transform_param.mean_value.extend([0.25, -1.5])
+        lp.transform_param.scale = 0.1
+        del lp.top[1:]
+    net = _net_with("net.prototxt", edit)
+    assert list(net.blobs) == ["data"]
+    net.forward()
+    mean = np.array([0.25, -1.5], np.float32).reshape(2, 1, 1)
+    np.testing.assert_array_equal(net.blobs["data"].data, (values - mean) * np.float32(0.1))
+
+
+def test_imagedata_shuffle_serves_every_image_once_per_pass(workdir):
+    workdir("imagedata_resize16x20_color")
+    want = _tops("imagedata_resize16x20_color")
+    images = {int(label): [] for label in range(5)}
+    for i, rows in enumerate(_meta("imagedata_resize16x20_color")["expected_rows_per_forward"][:3]):
+        for item, row in enumerate(rows[:8 - 3 * i]):
+            images[int(want[f"forward{i}/label"][item])].append(want[f"forward{i}/data"][item])
+    caffe.set_random_seed(2)
+    net = _net_with("net.prototxt", lambda lp: (setattr(lp.image_data_param, "shuffle", True),
+                                                setattr(lp.image_data_param, "batch_size", 8)))
+    orders = []
+    for _ in range(2):
+        net.forward()
+        order = []
+        for item, label in zip(net.blobs["data"].data, net.blobs["label"].data):
+            matches = [k for k, image in enumerate(images[int(label)]) if np.array_equal(item, image)]
+            assert len(matches) == 1, "an item that is not the image its label names"
+            order.append((int(label), matches[0]))
+        assert sorted(order) == sorted((label, k) for label in images for k in range(len(images[label])))
+        orders.append(order)
+    list_order = [(0, 0), (1, 0), (2, 0), (3, 0), (4, 0), (0, 1), (1, 1), (2, 1)]
+    assert orders[0] != list_order and orders[1] != orders[0]  # shuffled, and shuffled again after a pass
+
+
 # -- MemoryData and net.set_input_arrays ---------------------------------------------------------------
 
 def _memory_net(workdir):
