@@ -21,6 +21,6 @@ setup(
         "test": ["pytest", "onnx", "onnxruntime", "safetensors"],
     },
     entry_points={"console_scripts": ["fcn = fcn.cli:command",
-                                      "convert_imageset = fcn.convert_imageset:main",
-                                      "compute_image_mean = fcn.compute_image_mean:main"]},
+                                      "convert_imageset = fcn.tools.convert_imageset:main",
+                                      "compute_image_mean = fcn.tools.compute_image_mean:main"]},
 )

@@ -9,19 +9,17 @@ generator); the draws follow the same rules from a generator seeded by ``caffe.s
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Optional, Tuple
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from netspec import caffe_pb2
+from netspec import caffe_pb2, glog
 from netspec.caffemodel import blob_shape
 from runner.datum import datum_pixels
 from runner.device import caffe_rng_seed
 
 TRAIN = caffe_pb2.TRAIN
-_log = logging.getLogger(__name__)
 
 
 def read_mean_file(path: str) -> np.ndarray:
@@ -64,22 +62,22 @@ class DataTransformer:
         self.mean_file = param.mean_file if param.HasField("mean_file") else None
         if self.mean_file is not None and len(param.mean_value):
             raise ValueError(f"{layer}: transform_param sets both mean_file and mean_value; give one")
-        self.mean: Optional[np.ndarray] = read_mean_file(self.mean_file) if self.mean_file is not None else None
+        self.mean: Optional[np.ndarray] = None
+        if self.mean_file is not None:
+            glog.info("data_transformer.cpp:25", "Loading mean file from: %s", self.mean_file)
+            self.mean = read_mean_file(self.mean_file)
         self.mean_values = np.asarray(param.mean_value, dtype=np.float32)
         self.random_crop = phase == TRAIN and self.crop_size > 0
         # as Caffe's InitRand: a generator only where a draw is needed, seeded from the global one
         self._rng = np.random.default_rng(caffe_rng_seed()) if self.mirror or self.random_crop else None
-        self._force_logged = False
 
     # ----- decoding -----
     def decode(self, datum: "caffe_pb2.Datum", where: str) -> np.ndarray:
         """The Datum's CxHxW pixels; encoded ones decoded natively or as force_color/force_gray ask."""
         mode = "unchanged"
         if self.force_color or self.force_gray:
-            if not datum.encoded:
-                if not self._force_logged:  # Caffe logs this error for every item and carries on
-                    _log.error("%s: force_color and force_gray only for encoded datum", self.layer)
-                    self._force_logged = True
+            if not datum.encoded:  # Caffe logs this for every item and carries on
+                glog.error("data_transformer.cpp:152", "force_color and force_gray only for encoded datum")
             elif self.force_color and self.force_gray:
                 raise ValueError(f"{self.layer}: cannot set both force_color and force_gray")
             else:

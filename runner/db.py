@@ -16,6 +16,8 @@ import threading
 import weakref
 from typing import Iterator, List, Optional, Tuple
 
+from netspec import glog
+
 #: Caffe's DataParameter.DB enum values, by name as the tools' ``--backend`` flag spells them.
 BACKENDS = {"leveldb": 0, "lmdb": 1}
 COMMIT_EVERY = 1000
@@ -40,6 +42,7 @@ class DatabaseReader:
         self.source = source
         self.backend = backend_name(backend)
         self._shared: Optional[_Shared] = _acquire((self.backend, os.path.realpath(source)), source)
+        _log_opened(self.backend, source)
 
     def read(self, after: Optional[bytes], count: int) -> List[Record]:
         """The ``count`` records that follow key ``after`` (None: from the first) in key order, starting over
@@ -140,6 +143,14 @@ def _open_leveldb(source: str):
         raise ValueError(f"cannot open LevelDB '{source}': {reason}{hint}") from None
 
 
+def _log_opened(backend: str, source: str) -> None:
+    """Caffe's line for every database it opens."""
+    if backend == "lmdb":
+        glog.info("db_lmdb.cpp:35", "Opened lmdb %s", source)
+    else:
+        glog.info("db_leveldb.cpp:18", "Opened leveldb %s", source)
+
+
 def _missing(source: str) -> str:
     where = "" if os.path.isabs(source) else f" (relative to the working directory {os.getcwd()})"
     return ("not a directory" if os.path.exists(source) else "no such directory") + where
@@ -171,6 +182,7 @@ class DatabaseWriter:
                                           block_size=65536, write_buffer_size=268435456, max_open_files=100)
         except OSError as err:
             raise ValueError(f"cannot create {self.backend.upper()} '{path}': {err.strerror or err}") from None
+        _log_opened(self.backend, path)
 
     def put(self, key: bytes, value: bytes) -> None:
         self._pending.append((key, value))

@@ -5,6 +5,7 @@ as real subprocesses, as users run them.
 """
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ IMAGESET = os.path.join(FIXTURES, "data", "imageset")
 with open(os.path.join(IMAGESET, "meta.json")) as _f:
     META = json.load(_f)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULES = {"convert_imageset": "fcn.convert_imageset", "compute_image_mean": "fcn.compute_image_mean"}
+MODULES = {"convert_imageset": "fcn.tools.convert_imageset", "compute_image_mean": "fcn.tools.compute_image_mean"}
 
 
 def run_tool(command, cwd):
@@ -49,9 +50,10 @@ def caffe_records(tmp_path, db, backend):
     return list(DatabaseReader(str(copy), backend).records())
 
 
-def _log_lines(glog_lines):
-    """Caffe's log lines without their ``file.cpp:NN] `` prefix."""
-    return [line.split("] ", 1)[1] for line in glog_lines]
+def _glog_lines(stderr):
+    """Our stderr's glog lines as the fixture keeps Caffe's: ``file.cpp:NN] message`` (severity, time and
+    thread dropped); any other line is kept whole."""
+    return [re.sub(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ ", "", line) for line in stderr.splitlines()]
 
 
 # -- the tools against Caffe's outputs ---------------------------------------------------------------
@@ -60,7 +62,7 @@ def _log_lines(glog_lines):
 def test_convert_imageset_writes_caffes_records(run, images):
     result = run_tool(run["command"], images)
     assert result.returncode == run["returncode"] == 0, result.stderr
-    assert result.stderr.splitlines() == _log_lines(run["log"])
+    assert _glog_lines(result.stderr) == run["log"]
     backend = "leveldb" if "leveldb" in run["db"] else "lmdb"
     ours = list(DatabaseReader(str(images / run["db"]), backend).records())
     theirs = caffe_records(images, run["db"], backend)
@@ -81,7 +83,7 @@ def test_compute_image_mean_writes_caffes_mean_file(images):
     shutil.copytree(os.path.join(IMAGESET, run["db"]), images / run["db"])
     result = run_tool(run["command"], images)
     assert result.returncode == run["returncode"] == 0, result.stderr
-    assert result.stderr.splitlines() == [line for line in _log_lines(run["log"]) if not line.startswith("Opened")]
+    assert _glog_lines(result.stderr) == run["log"]
     with open(os.path.join(IMAGESET, "mean.binaryproto"), "rb") as caffes:
         assert (images / "mean.binaryproto").read_bytes() == caffes.read()
 
@@ -158,8 +160,8 @@ def test_unreadable_image_is_skipped_as_caffe_does(images):
         f.write("broken.png 5\nimg0.png 6\n")
     result = run_tool("convert_imageset --resize_height=16 --resize_width=20 images/ list.txt db", images)
     assert result.returncode == 0
-    assert "ERROR: could not read image 'images/broken.png': not an image OpenCV can decode ('list.txt' line 9); " \
-           "skipped" in result.stderr.splitlines()
+    assert "io.cpp:80] could not read image 'images/broken.png': not an image OpenCV can decode ('list.txt' " \
+           "line 9); skipped" in _glog_lines(result.stderr)
     keys = [key for key, _ in DatabaseReader(str(images / "db"), "lmdb").records()]
     assert keys[-2:] == [b"00000007_img7.jpg", b"00000009_img0.png"]  # the line index keeps counting
 

@@ -11,6 +11,7 @@ from typing import Any, List, Optional, Sequence
 
 import torch
 
+from netspec import glog
 from runner.device import current_device
 from runner.layers.base import Layer, Shape
 from runner.prefetch import BatchPrefetcher
@@ -43,8 +44,11 @@ class BatchSource(Layer):
             raise ValueError(f"{self.label}: {field} must be positive, got {value}")
         return int(value)
 
-    def set_shapes(self, data_shape: Shape, label_shape: Shape) -> None:
+    def set_shapes(self, data_shape: Shape, label_shape: Shape, logged_at: Optional[str] = None) -> None:
+        """The tops' shapes at set-up; ``logged_at``: the file:line of Caffe's "output data size" line."""
         self.shapes = [tuple(data_shape)] + ([tuple(label_shape)] if self.output_labels else [])
+        if logged_at is not None:
+            glog.info(logged_at, "output data size: %s", ",".join(str(d) for d in data_shape))
 
     def prefetch(self, depth: int) -> None:
         """Load batches ``depth`` ahead from now on."""

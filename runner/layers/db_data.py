@@ -11,6 +11,7 @@ from typing import Any, List
 
 import numpy as np
 
+from netspec import glog
 from runner.data_transformer import DataTransformer
 from runner.datum import parse_datum
 from runner.db import DatabaseReader
@@ -39,7 +40,7 @@ class Data(BatchSource):
             raise ValueError(f"{self.label}: {err}") from None
         image = self._pixels(*first)[1]
         channels, height, width = self.transformer.output_shape(image.shape, self._where(first[0]))
-        self.set_shapes((self.batch_size, channels, height, width), (self.batch_size,))
+        self.set_shapes((self.batch_size, channels, height, width), (self.batch_size,), "data_layer.cpp:45")
         self._last_key = None  # the key of the last record read: the next batch starts after it
         self.prefetch(param.prefetch)
 
@@ -54,8 +55,12 @@ class Data(BatchSource):
     def load_batch(self) -> List[np.ndarray]:
         data = labels = None
         records = self.db.read(self._last_key, self.batch_size)
+        previous = self._last_key
         self._last_key = records[-1][0]
         for item, (key, value) in enumerate(records):
+            if previous is not None and key <= previous:  # keys ascend: the read started over
+                glog.info("data_layer.cpp:73", "Restarting data prefetching from start.")
+            previous = key
             datum, image = self._pixels(key, value)
             if data is None:
                 shape = self.transformer.output_shape(image.shape, self._where(key))

@@ -13,6 +13,7 @@ from typing import Any, List
 
 import numpy as np
 
+from netspec import glog
 from runner.data_transformer import DataTransformer
 from runner.device import caffe_rng_seed
 from runner.images import hwc_to_chw, read_image, read_image_list
@@ -36,6 +37,7 @@ class ImageData(BatchSource):
         self.source = param.source
         self.batch_size = self.positive("image_data_param.batch_size", param.batch_size)
         self.transformer = DataTransformer(layer_param.transform_param, phase, self.label)
+        glog.info("image_data_layer.cpp:38", "Opening file %s", param.source)
         try:
             listed = read_image_list(param.source)
         except ValueError as err:
@@ -47,17 +49,20 @@ class ImageData(BatchSource):
         self.shuffle = bool(param.shuffle)
         self._rng = np.random.default_rng(caffe_rng_seed()) if self.shuffle else None
         if self.shuffle:
+            glog.info("image_data_layer.cpp:53", "Shuffling data")
             self._rng.shuffle(self.lines)
+        glog.info("image_data_layer.cpp:63", "A total of %d images.", len(self.lines))
         self.position = 0
         if param.rand_skip:
             skip = caffe_rng_seed() % param.rand_skip
+            glog.info("image_data_layer.cpp:70", "Skipping first %d data points.", skip)
             if skip >= len(self.lines):
                 raise ValueError(f"{self.label}: rand_skip drew {skip}, but '{param.source}' lists only "
                                  f"{len(self.lines)} images")
             self.position = skip
         first = self._read(self.lines[self.position])
         channels, height, width = self.transformer.output_shape(first.shape, self._where(self.lines[self.position]))
-        self.set_shapes((self.batch_size, channels, height, width), (self.batch_size,))
+        self.set_shapes((self.batch_size, channels, height, width), (self.batch_size,), "image_data_layer.cpp:90")
         self.prefetch(layer_param.data_param.prefetch)
 
     def _where(self, line: tuple) -> str:

@@ -9,16 +9,14 @@ RuntimeError messages are pycaffe's.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, List, Optional
 
 import numpy as np
 import torch
 
+from netspec import glog
 from runner.layers.batch_source import BatchSource
 from runner.registry import register
-
-_log = logging.getLogger(__name__)
 
 
 @register("MemoryData")
@@ -50,7 +48,7 @@ class MemoryData(BatchSource):
         if data.shape[0] % self.batch_size != 0:
             raise RuntimeError("first dimensions of input arrays must be a multiple of batch size")
         if self.layer_param.HasField("transform_param"):
-            _log.warning("%s: MemoryData does not transform array data on Reset()", self.label)
+            glog.warning("memory_data_layer.cpp:90", "%s does not transform array data on Reset()", self.type)
         self._arrays = (data, labels)  # pycaffe keeps the arrays alive as long as the net
         self._data = torch.from_numpy(data)
         self._labels = torch.from_numpy(labels).reshape(-1, 1, 1, 1)

@@ -3,8 +3,10 @@
 Same flags, arguments and records as Caffe's ``tools/convert_imageset.cpp``: images are read as Caffe
 reads them (OpenCV, BGR, bilinear resize), raw records hold CxHxW bytes with the same fields set, encoded
 ones the original file's bytes (when no resize or colour change is needed and its extension matches) or
-OpenCV's re-encoding; keys are ``%08d_<path>`` with the line's index. As in Caffe, an image that cannot
-be read is reported and skipped. The database is built under a temporary name and renamed when done.
+OpenCV's re-encoding; keys are ``%08d_<path>`` with the line's index. It logs Caffe's glog lines (the tool
+sets alsologtostderr). As in Caffe, an image that cannot be read is reported and skipped; where Caffe
+aborts (a list file it cannot use, --check_size failing, an unknown encoding or backend) one line says why
+and the exit status is 1. The database is built under a temporary name and renamed when done.
 
     convert_imageset [FLAGS] ROOTFOLDER/ LISTFILE DB_NAME
 """
@@ -17,6 +19,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from fcn.gflags import Flags
+from netspec import glog
 from runner.datum import encoded_datum, raw_datum
 from runner.db import COMMIT_EVERY, DatabaseWriter, backend_name
 from runner.images import encode_image, read_image, read_image_list
@@ -38,10 +41,6 @@ def flags() -> Flags:
     f.define("encoded", False, "When this option is on, the encoded image will be save in datum")
     f.define("encode_type", "", "Optional: What type should we encode the image as ('png','jpg',...).")
     return f
-
-
-def _info(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 def _extension(path: str) -> str:
@@ -74,15 +73,14 @@ def convert_imageset(root_folder: str, list_file: str, db_name: str, gray: bool 
     lines: List[tuple] = [(path, label, number) for number, (path, label) in
                           enumerate(read_image_list(list_file), start=1)]
     if shuffle:
-        _info("Shuffling data")
+        glog.info("convert_imageset.cpp:86", "Shuffling data")
         np.random.default_rng().shuffle(lines)
-    _info(f"A total of {len(lines)} images.")
+    glog.info("convert_imageset.cpp:89", "A total of %d images.", len(lines))
     if encode_type and not encoded:
-        _info("encode_type specified, assuming encoded=true.")
+        glog.info("convert_imageset.cpp:92", "encode_type specified, assuming encoded=true.")
     height, width = max(0, resize_height), max(0, resize_width)
     count, first_size = 0, None
     with DatabaseWriter(db_name, backend) as db:
-        _info(f"Opened {backend} {db_name}")
         for line_id, (path, label, number) in enumerate(lines):
             where = f"'{root_folder + path}' ('{list_file}' line {number})"
             encoding = encode_type
@@ -93,7 +91,7 @@ def convert_imageset(root_folder: str, list_file: str, db_name: str, gray: bool 
             try:
                 image = read_image(root_folder + path, height, width, not gray)
             except ValueError as err:  # Caffe logs the failure and goes on with the next image
-                _info(f"ERROR: {err} ('{list_file}' line {number}); skipped")
+                glog.error("io.cpp:80", "%s ('%s' line %d); skipped", err, list_file, number)
                 continue
             datum = image_datum(image, root_folder + path, label, bool(height and width), not gray, encoding)
             if check_size:
@@ -105,25 +103,28 @@ def convert_imageset(root_folder: str, list_file: str, db_name: str, gray: bool 
             db.put(key, datum.SerializeToString())
             count += 1
             if count % COMMIT_EVERY == 0:
-                _info(f"Processed {count} files.")
+                glog.info("convert_imageset.cpp:147", "Processed %d files.", count)
         if count % COMMIT_EVERY:
-            _info(f"Processed {count} files.")
+            glog.info("convert_imageset.cpp:153", "Processed %d files.", count)
     return count
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The console script; ``argv`` defaults to the command line."""
     f = flags()
     values, args = f.parse_or_exit(sys.argv[1:] if argv is None else argv, "convert_imageset")
     if len(args) < 3:
         sys.stdout.write(f.usage("convert_imageset"))
         return 1
-    try:
-        convert_imageset(args[0], args[1], args[2], gray=values.gray, shuffle=values.shuffle, backend=values.backend,
-                         resize_height=values.resize_height, resize_width=values.resize_width,
-                         check_size=values.check_size, encoded=values.encoded, encode_type=values.encode_type)
-    except (ValueError, OSError) as err:
-        _info(f"ERROR: {err}")
-        return 1
+    with glog.google_logging(alsologtostderr=True):
+        try:
+            convert_imageset(args[0], args[1], args[2], gray=values.gray, shuffle=values.shuffle,
+                             backend=values.backend, resize_height=values.resize_height,
+                             resize_width=values.resize_width, check_size=values.check_size,
+                             encoded=values.encoded, encode_type=values.encode_type)
+        except (ValueError, OSError) as err:
+            print(f"ERROR: {err}", file=sys.stderr)
+            return 1
     return 0
 
 
