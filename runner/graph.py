@@ -240,11 +240,11 @@ class NetGraph(torch.nn.Module):
 
     def _plan(self) -> List[Tuple[int, int, Optional["_CompiledStretch"]]]:
         """The net cut into ``(first, last, stretch)``: maximal stretches of built-in layers, each compiled
-        as one function, and single Input/Python/data layers (stretch None) that run as always."""
+        as one function, and single Input/Python layers (stretch None) that run as always."""
         if self._stretches is None:
             bounds: List[Tuple[int, int, bool]] = []
             for index, slot in enumerate(self.slots):
-                builtin = slot.impl is not None and not slot.impl.reads_host_data
+                builtin = slot.impl is not None and slot.impl.traceable
                 if builtin and bounds and bounds[-1][2]:
                     bounds[-1] = (bounds[-1][0], index, True)
                 else:

@@ -43,6 +43,11 @@ class Layer:
     def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
+    #: False where ``forward`` cannot be traced into a compiled stretch: it reads data from outside the
+    #: tensors on every pass (Data, ImageData, MemoryData, WindowData: a trace would replay its first batch
+    #: as a constant). Such layers run eagerly, each time.
+    traceable = True
+
     def top_shapes(self, bottom_shapes: Sequence[Shape], param_shapes: Sequence[Shape]) -> Optional[List[Shape]]:
         """The tops' shapes, checked as ``forward`` checks them, where the layer can say without running;
         None: the net runs ``forward`` on meta tensors instead. Worth it for the common layers: torch
@@ -53,10 +58,6 @@ class Layer:
     #: True where the layer hands out tensors it keeps from one pass to the next (DummyData's constants):
     #: nothing may overwrite those in place.
     keeps_tops = False
-
-    #: True for layers whose tops come from outside the tensors (a database, image files, a user's arrays):
-    #: they run on the host at every pass and are never traced or compiled.
-    reads_host_data = False
 
     def forward_in_place(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
         """The tops written over the bottoms' memory, as Caffe's in-place layers do; None where the layer

@@ -20,7 +20,7 @@ from runner.prefetch import BatchPrefetcher
 class BatchSource(Layer):
     """Base of Data, ImageData, MemoryData and WindowData."""
 
-    reads_host_data = True
+    traceable = False  # a new batch from outside the tensors at every pass
     #: Caffe's top counts: BaseDataLayer takes 1 or 2 tops (data, optional label); most subclasses 2.
     min_tops, max_tops = 2, 2
 
