@@ -11,11 +11,16 @@ Usage::
 
     flags = Flags("Compute the mean image ...", source="tools/compute_image_mean.cpp")
     flags.define("backend", "lmdb", "The backend {leveldb, lmdb} containing the images")
+    define_glog_flags(flags)  # --minloglevel, --logtostderr ..., as every Caffe tool takes them
     values, args = flags.parse_or_exit(sys.argv[1:], program="compute_image_mean")
     values.backend, args
+
+API: ``Flags(usage, source)``, ``define(name, default, help, kind=None, shown=True)``, ``parse(argv)``
+(raises FlagError), ``parse_or_exit(argv, program)``, ``usage(program)``; ``define_glog_flags(flags)``.
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -146,6 +151,26 @@ class Flags:
         if shown:
             text += f"\n  Flags from {self.source}:\n" + "".join(_describe(flag) for flag in shown)
         return text
+
+
+def define_glog_flags(flags: Flags) -> None:
+    """glog's own flags, which every Caffe tool accepts (glog defines them through gflags), with the
+    ``GLOG_*`` environment as their defaults, as glog has it; hidden from the usage, which shows only the
+    tool's flags. Only ``minloglevel`` changes anything here: the tools log to stderr anyway
+    (alsologtostderr) and no log files are written (``netspec.glog``)."""
+    from netspec import glog
+    flags.define("minloglevel", glog.env_int("GLOG_minloglevel", 0),
+                 "Messages logged at a lower level than this don't actually get logged anywhere", shown=False)
+    for name, help in (("logtostderr", "log messages go to stderr instead of logfiles"),
+                       ("alsologtostderr", "log messages go to stderr in addition to logfiles"),
+                       ("colorlogtostderr", "color messages logged to stderr (if supported by terminal)")):
+        flags.define(name, glog.env_bool(f"GLOG_{name}"), help, shown=False)
+    flags.define("stderrthreshold", glog.env_int("GLOG_stderrthreshold", 2),
+                 "log messages at or above this level are copied to stderr in addition to logfiles", shown=False)
+    flags.define("log_dir", os.environ.get("GLOG_log_dir", ""),
+                 "If specified, logfiles are written into this directory instead of the default logging "
+                 "directory.", shown=False)
+    flags.define("v", glog.env_int("GLOG_v", 0), "Show all VLOG(m) messages for m <= this.", shown=False)
 
 
 def _parse_value(flag: Flag, value: str) -> Any:

@@ -108,6 +108,14 @@ def test_every_gflags_spelling_gives_the_same_database(images):
 
 # -- command-line errors as gflags and Caffe report them ------------------------------------------------
 
+def test_glog_flags_are_accepted(images):
+    shutil.copytree(os.path.join(IMAGESET, "lmdb_raw_16x20"), images / "db")
+    quiet = run_tool("compute_image_mean --minloglevel=1 -logtostderr db", images)
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+    assert _glog_lines(run_tool("compute_image_mean -v 2 db", images).stderr)[-1] == \
+           "compute_image_mean.cpp:119] mean_value channel [2]: 127.727"
+
+
 def test_unknown_flag_is_gflags_error(images):
     result = run_tool("convert_imageset --bogus_flag=1 images/ list.txt db", images)
     assert (result.returncode, result.stdout) == (1, "")

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from fcn.gflags import Flags
+from fcn.gflags import Flags, define_glog_flags
 from netspec import caffe_pb2, glog
 from netspec.atomic import write_atomically
 from runner.datum import datum_pixels, parse_datum
@@ -30,6 +30,7 @@ PROGRESS_EVERY = 10000
 def flags() -> Flags:
     f = Flags(USAGE, source="tools/compute_image_mean.cpp")
     f.define("backend", "lmdb", "The backend {leveldb, lmdb} containing the images")
+    define_glog_flags(f)
     return f
 
 
@@ -83,7 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not 1 <= len(args) <= 2:
         sys.stdout.write(f.usage("compute_image_mean"))
         return 1
-    with glog.google_logging(alsologtostderr=True):
+    with glog.google_logging(minloglevel=values.minloglevel, alsologtostderr=True):
         try:
             mean = compute_image_mean(args[0], values.backend)
             if len(args) == 2:

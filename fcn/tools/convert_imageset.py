@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from fcn.gflags import Flags
+from fcn.gflags import Flags, define_glog_flags
 from netspec import glog
 from runner.datum import encoded_datum, raw_datum
 from runner.db import COMMIT_EVERY, DatabaseWriter, backend_name
@@ -40,6 +40,7 @@ def flags() -> Flags:
     f.define("check_size", False, "When this option is on, check that all the datum have the same size")
     f.define("encoded", False, "When this option is on, the encoded image will be save in datum")
     f.define("encode_type", "", "Optional: What type should we encode the image as ('png','jpg',...).")
+    define_glog_flags(f)
     return f
 
 
@@ -116,7 +117,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(args) < 3:
         sys.stdout.write(f.usage("convert_imageset"))
         return 1
-    with glog.google_logging(alsologtostderr=True):
+    with glog.google_logging(minloglevel=values.minloglevel, alsologtostderr=True):
         try:
             convert_imageset(args[0], args[1], args[2], gray=values.gray, shuffle=values.shuffle,
                              backend=values.backend, resize_height=values.resize_height,
