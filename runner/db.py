@@ -20,6 +20,7 @@ from netspec import glog
 
 #: Caffe's DataParameter.DB enum values, by name as the tools' ``--backend`` flag spells them.
 BACKENDS = {"leveldb": 0, "lmdb": 1}
+TITLES = {"leveldb": "LevelDB", "lmdb": "LMDB"}
 COMMIT_EVERY = 1000
 
 Record = Tuple[bytes, bytes]
@@ -41,6 +42,7 @@ class DatabaseReader:
     def __init__(self, source: str, backend: object) -> None:
         self.source = source
         self.backend = backend_name(backend)
+        self.title = TITLES[self.backend]
         self._shared: Optional[_Shared] = _acquire((self.backend, os.path.realpath(source)), source)
         _log_opened(self.backend, source)
 
@@ -53,7 +55,7 @@ class DatabaseReader:
         while len(records) < count:
             more = self._scan(None, count - len(records))
             if not more:
-                raise ValueError(f"{self.backend.upper()} database '{self.source}' holds no records")
+                raise ValueError(f"{self.title} database '{self.source}' holds no records")
             records += more
         return records
 
@@ -69,6 +71,12 @@ class DatabaseReader:
 
     def _scan(self, after: Optional[bytes], count: int) -> List[Record]:
         """Up to ``count`` records with keys after ``after`` (None: from the first), without wrapping."""
+        try:
+            return self._scan_unchecked(after, count)
+        except _backend_errors() as err:
+            raise ValueError(f"{self.title} database '{self.source}' is damaged: {_reason(err)}") from None
+
+    def _scan_unchecked(self, after: Optional[bytes], count: int) -> List[Record]:
         records: List[Record] = []
         if self.backend == "lmdb":
             with self._shared.handle.begin(buffers=False) as txn:
@@ -123,12 +131,19 @@ def _open_lmdb(source: str):
     if not os.path.isdir(source):
         raise ValueError(f"cannot open LMDB '{source}': {_missing(source)}")
     try:
-        return lmdb.open(source, readonly=True, lock=True, create=False)
+        env = lmdb.open(source, readonly=True, lock=True, create=False)
     except lmdb.Error as err:
         # read-only media: Caffe built with ALLOW_LMDB_NOLOCK retries without the lock file the same way
-        if os.path.isfile(os.path.join(source, "data.mdb")) and not os.access(source, os.W_OK):
-            return lmdb.open(source, readonly=True, lock=False, create=False)
-        raise ValueError(f"cannot open LMDB '{source}': {err}") from None
+        if not os.path.isfile(os.path.join(source, "data.mdb")) or os.access(source, os.W_OK):
+            raise ValueError(f"cannot open LMDB '{source}': {err}") from None
+        env = lmdb.open(source, readonly=True, lock=False, create=False)
+    # a truncated data.mdb would kill the process with SIGBUS at the first read of a missing page
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = os.path.getsize(os.path.join(source, "data.mdb"))
+    if size < needed:
+        env.close()
+        raise ValueError(f"LMDB '{source}' is truncated: its data.mdb holds {size} bytes, its pages need {needed}")
+    return env
 
 
 def _open_leveldb(source: str):
@@ -139,8 +154,19 @@ def _open_leveldb(source: str):
         return plyvel.DB(source, create_if_missing=False)
     except plyvel.Error as err:
         hint = " (the folder holds an LMDB)" if os.path.isfile(os.path.join(source, "data.mdb")) else ""
-        reason = err.args[0].decode("utf-8", "replace") if err.args and isinstance(err.args[0], bytes) else err
-        raise ValueError(f"cannot open LevelDB '{source}': {reason}{hint}") from None
+        raise ValueError(f"cannot open LevelDB '{source}': {_reason(err)}{hint}") from None
+
+
+def _backend_errors() -> tuple:
+    """The exceptions LMDB and LevelDB raise on a damaged database."""
+    import lmdb
+    import plyvel
+    return lmdb.Error, plyvel.Error
+
+
+def _reason(err: Exception) -> str:
+    """A backend's error as text (plyvel gives LevelDB's status as bytes)."""
+    return err.args[0].decode("utf-8", "replace") if err.args and isinstance(err.args[0], bytes) else str(err)
 
 
 def _log_opened(backend: str, source: str) -> None:
@@ -163,8 +189,9 @@ class DatabaseWriter:
     def __init__(self, path: str, backend: object) -> None:
         self.path = os.path.normpath(path)
         self.backend = backend_name(backend)
+        self.title = TITLES[self.backend]
         if os.path.lexists(self.path):
-            raise ValueError(f"cannot create {self.backend.upper()} '{path}': it already exists")
+            raise ValueError(f"cannot create {self.title} '{path}': it already exists")
         parent = os.path.dirname(os.path.abspath(self.path))
         self._temp = os.path.join(parent, f".{os.path.basename(self.path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         self._pending: List[Record] = []
@@ -181,7 +208,7 @@ class DatabaseWriter:
                 self._leveldb = plyvel.DB(self._temp, create_if_missing=True, error_if_exists=True,
                                           block_size=65536, write_buffer_size=268435456, max_open_files=100)
         except OSError as err:
-            raise ValueError(f"cannot create {self.backend.upper()} '{path}': {err.strerror or err}") from None
+            raise ValueError(f"cannot create {self.title} '{path}': {err.strerror or err}") from None
         _log_opened(self.backend, path)
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -213,7 +240,7 @@ class DatabaseWriter:
         self._close_handles()
         if os.path.lexists(self.path):
             self.discard()
-            raise ValueError(f"cannot create {self.backend.upper()} '{self.path}': it appeared while being written")
+            raise ValueError(f"cannot create {self.title} '{self.path}': it appeared while being written")
         os.rename(self._temp, self.path)
 
     def discard(self) -> None:

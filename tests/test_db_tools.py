@@ -160,6 +160,16 @@ def test_bad_input_gives_one_clear_line(images):
         db.put(b"00000000_x.png", caffe_pb2.Datum(data=b"\x89PNG....", encoded=True).SerializeToString())
     _one_error_line(run_tool("compute_image_mean undecodable", images), "record '00000000_x.png'", "cannot decode")
     _one_error_line(run_tool("compute_image_mean images", images), "cannot open LMDB 'images'")
+    truncated = images / "truncated"
+    shutil.copytree(os.path.join(IMAGESET, "lmdb_raw_16x20"), truncated)
+    (truncated / "data.mdb").write_bytes((truncated / "data.mdb").read_bytes()[:12000])  # else: SIGBUS
+    _one_error_line(run_tool("compute_image_mean truncated", images), "LMDB 'truncated' is truncated")
+    damaged = images / "damaged"
+    shutil.copytree(os.path.join(IMAGESET, "lmdb_raw_16x20"), damaged)
+    pages = bytearray((damaged / "data.mdb").read_bytes())
+    pages[9000:9400] = bytes(b ^ 0x5A for b in pages[9000:9400])
+    (damaged / "data.mdb").write_bytes(bytes(pages))
+    _one_error_line(run_tool("compute_image_mean damaged", images), "LMDB database 'damaged' is damaged")
 
 
 def test_unreadable_image_is_skipped_as_caffe_does(images):

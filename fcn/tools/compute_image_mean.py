@@ -41,7 +41,7 @@ def compute_image_mean(db_path: str, backend: str = "lmdb") -> "caffe_pb2.BlobPr
         total, count, shape = None, 0, None
         glog.info("compute_image_mean.cpp:70", "Starting iteration")
         for key, value in reader.records():
-            where = f"record '{key.decode('utf-8', 'replace')}' of {reader.backend.upper()} '{db_path}'"
+            where = f"record '{key.decode('utf-8', 'replace')}' of {reader.title} '{db_path}'"
             datum = parse_datum(value, where)
             if count == 0 and datum.encoded:
                 glog.info("compute_image_mean.cpp:57", "Decoding Datum")
@@ -57,7 +57,7 @@ def compute_image_mean(db_path: str, backend: str = "lmdb") -> "caffe_pb2.BlobPr
             if count % PROGRESS_EVERY == 0:
                 glog.info("compute_image_mean.cpp:95", "Processed %d files.", count)
         if total is None:
-            raise ValueError(f"{reader.backend.upper()} database '{db_path}' holds no records")
+            raise ValueError(f"{reader.title} database '{db_path}' holds no records")
     finally:
         reader.close()
     if count % PROGRESS_EVERY:

@@ -45,7 +45,7 @@ class Data(BatchSource):
         self.prefetch(param.prefetch)
 
     def _where(self, key: bytes) -> str:
-        return f"record '{key.decode('utf-8', 'replace')}' of {self.db.backend.upper()} '{self.db.source}'"
+        return f"record '{key.decode('utf-8', 'replace')}' of {self.db.title} '{self.db.source}'"
 
     def _pixels(self, key: bytes, value: bytes) -> tuple:
         where = self._where(key)
