@@ -21,11 +21,11 @@ $(VENV)/bin/python:
 install: $(PY)
 	@$(PY) -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$(TORCH_VERSION)' else 1)" 2>/dev/null \
 		|| $(PY) -m pip install -q torch==$(TORCH_VERSION)
-	@$(PY) -m pip show -q fcn-caffe >/dev/null 2>&1 && $(PY) -c "import numpy, scipy, matplotlib, google.protobuf, PIL, tqdm, h5py" 2>/dev/null \
+	@$(PY) -m pip show -q fcn-caffe >/dev/null 2>&1 && $(PY) -c "import numpy, scipy, matplotlib, google.protobuf, PIL, tqdm, h5py, lmdb, plyvel, cv2" 2>/dev/null \
 		|| $(PY) -m pip install -q -e .
 
 install-test: install
-	@$(PY) -c "import pytest, cv2, onnx, onnxruntime, safetensors" 2>/dev/null || $(PY) -m pip install -q -e '.[test]'
+	@$(PY) -c "import pytest, onnx, onnxruntime, safetensors" 2>/dev/null || $(PY) -m pip install -q -e '.[test]'
 
 demo: install
 	$(PY) -m fcn demo --out demo

@@ -11,15 +11,20 @@ setup(
     package_data={"netspec": ["caffe.proto"]},
     python_requires=">=3.9",
     # torch is installed first by the Makefile at the pinned CPU version; any torch 2.x serves.
-    install_requires=["torch>=2.1", "numpy", "protobuf>=4.21,<8", "pillow", "scipy", "tqdm", "matplotlib", "h5py"],
+    # h5py: Caffe's HDF5 formats; lmdb, plyvel: the Data layer's backends; OpenCV: images decoded and resized exactly as Caffe's
+    # cv::imread/cv::resize (PIL's bilinear differs by up to 40 levels); OpenCV 5 has no Caffe importer.
+    install_requires=["torch>=2.1", "numpy", "protobuf>=4.21,<8", "pillow", "scipy", "tqdm", "matplotlib",
+                      "h5py", "lmdb", "plyvel", "opencv-python-headless<5"],
     extras_require={
         # fcn export (ONNX) and fcn convert (safetensors)
         "export": ["onnx", "safetensors"],
-        "test": ["pytest", "opencv-python-headless<5", "onnx", "onnxruntime", "safetensors"],
+        "test": ["pytest", "onnx", "onnxruntime", "safetensors"],
     },
     entry_points={"console_scripts": [
         "fcn = fcn.cli:command",
-        # Caffe's tools under Caffe's names and positional arguments
+        # Caffe's tools under Caffe's names and arguments
+        "convert_imageset = fcn.tools.convert_imageset:main",
+        "compute_image_mean = fcn.tools.compute_image_mean:main",
         "upgrade_net_proto_text = fcn.tools.upgrade_net_proto_text:main",
         "upgrade_net_proto_binary = fcn.tools.upgrade_net_proto_binary:main",
         "upgrade_solver_proto_text = fcn.tools.upgrade_solver_proto_text:main",

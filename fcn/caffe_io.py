@@ -34,13 +34,11 @@ def _has_legacy_shape(blob: caffe_pb2.BlobProto) -> bool:
 
 
 def blobproto_to_array(blob: caffe_pb2.BlobProto, return_diff: bool = False) -> np.ndarray:
-    """The blob's data (or diff) as an array of the blob's shape.
-
-    Single-precision values come back as float32, the precision they were stored
-    in; a blob written with ``double_data``/``double_diff`` comes back as float64.
+    """The blob's data (or diff) as a float64 array of the blob's shape, as pycaffe returns it
+    (``np.array`` of the repeated field); ``double_data``/``double_diff`` are read when present.
     """
     doubles, floats = (blob.double_diff, blob.diff) if return_diff else (blob.double_data, blob.data)
-    values = np.array(doubles, dtype=np.float64) if len(doubles) else np.array(floats, dtype=np.float32)
+    values = np.array(doubles if len(doubles) else floats, dtype=np.float64)
     if _has_legacy_shape(blob):
         shape = (blob.num, blob.channels, blob.height, blob.width)
     else:

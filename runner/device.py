@@ -62,3 +62,9 @@ def current_device() -> torch.device:
 def set_random_seed(seed: int) -> None:
     """Seed every random source a net uses (fillers, Dropout), as Caffe's ``set_random_seed``."""
     torch.manual_seed(int(seed))
+
+
+def caffe_rng_seed() -> int:
+    """A seed for a component's own generator, drawn from the global one that ``set_random_seed`` seeds
+    (Caffe's ``caffe_rng_rand()``), so that seeding once makes every random choice of a net repeatable."""
+    return int(torch.randint(0, 2 ** 31 - 1, (1,)).item())

@@ -20,6 +20,7 @@ from netspec import caffe_pb2, glog
 from runner import device as device_mode
 from runner.blob import Blob
 from runner.graph import LayerSlot, NetGraph, SpeedOptions, build_graph
+from runner.layers.memory_data import MemoryData
 from runner.weights import (copy_weights_from, copy_weights_from_hdf5, net_to_proto, save_caffemodel,
                             save_weights_to_hdf5)
 
@@ -228,6 +229,16 @@ class Net:
             for name, value in step(chunk).items():
                 collected.setdefault(name, []).append(np.array(value, copy=True))
         return {name: np.concatenate(parts)[:n] for name, parts in collected.items()}
+
+    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """Hand the first layer, a MemoryData layer, the arrays it serves batches from (not copied: later
+        writes into them show in later forwards). pycaffe's checks and RuntimeError messages."""
+        if labels.ndim == 1:
+            labels = np.ascontiguousarray(labels[:, np.newaxis, np.newaxis, np.newaxis])
+        first = self._graph.slots[0].impl if self._graph.slots else None
+        if not isinstance(first, MemoryData):
+            raise RuntimeError("set_input_arrays may only be called if the first layer is a MemoryDataLayer")
+        first.set_input_arrays(data, labels)
 
     def reshape(self) -> None:
         """Recompute every blob's shape from the input blobs (after ``blobs[input].reshape(...)``)."""

@@ -34,7 +34,7 @@ def test_blobproto_round_trip_keeps_shape_data_and_diff():
 def test_blobproto_any_rank():
     arr = np.arange(6, dtype=np.float32).reshape(2, 3)
     out = caffe_io.blobproto_to_array(_reparse(caffe_io.array_to_blobproto(arr)))
-    assert out.shape == (2, 3) and out.dtype == np.float32
+    assert out.shape == (2, 3) and out.dtype == np.float64  # pycaffe: np.array(blob.data)
     np.testing.assert_array_equal(out, arr)
 
 

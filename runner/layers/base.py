@@ -58,9 +58,9 @@ class Layer:
         return None
 
     #: False where ``forward`` cannot be traced into a compiled stretch: its top shapes follow the values
-    #: (Filter), it carries state from one pass to the next (RNN, LSTM), or it reads or writes files on
-    #: every pass (HDF5Data, HDF5Output: a trace would replay its first I/O as a constant). Such layers
-    #: run eagerly, each time.
+    #: (Filter), it carries state from one pass to the next (RNN, LSTM), or it reads data from outside the
+    #: tensors on every pass (Data, ImageData, MemoryData, WindowData, HDF5Data, HDF5Output: a trace would
+    #: replay its first batch as a constant). Such layers run eagerly, each time.
     traceable = True
 
     def top_shapes(self, bottom_shapes: Sequence[Shape], param_shapes: Sequence[Shape]) -> Optional[List[Shape]]:
