@@ -234,8 +234,9 @@ def small_solver(tmp_path, extra: str = "", case: str = "sgd_fixed") -> Solver:
         return get_solver(str(path))
 
 
-def test_failed_snapshot_keeps_the_previous_one(tmp_path, monkeypatch):
-    solver = small_solver(tmp_path)
+@pytest.mark.parametrize("snapshot_format", ["BINARYPROTO", "HDF5"])
+def test_failed_snapshot_keeps_the_previous_one(snapshot_format, tmp_path, monkeypatch):
+    solver = small_solver(tmp_path, f"\nsnapshot_format: {snapshot_format}\n")
     with working_dir(str(tmp_path)):
         solver.snapshot()
         before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
@@ -248,7 +249,8 @@ def test_failed_snapshot_keeps_the_previous_one(tmp_path, monkeypatch):
             solver.snapshot()
     after = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
     assert after == before
-    assert {"snap_iter_0.caffemodel", "snap_iter_0.solverstate"} <= set(after)
+    suffix = ".h5" if snapshot_format == "HDF5" else ""
+    assert {f"snap_iter_0.caffemodel{suffix}", f"snap_iter_0.solverstate{suffix}"} <= set(after)
 
 
 def test_periodic_snapshots_and_no_temp_files(tmp_path):
