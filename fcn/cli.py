@@ -72,8 +72,8 @@ def _train(args: argparse.Namespace) -> int:
             from models.solve_common import imagenet
             raise FileNotFoundError(f"--weights {path}: no such file. An FCN starts from a classifier turned "
                                     f"into its body by net surgery; for VGG16: {imagenet('vgg16').how_to_get}")
-    result = train(TrainConfig(solver, weights=args.weights or (), iters=args.iters, score_every=args.score_every,
-                               out_dir=out, heads=heads or None))
+    result = train(TrainConfig(solver, weights=args.weights or (), restore=args.restore, iters=args.iters,
+                               score_every=args.score_every, out_dir=out, heads=heads or None))
     if result.is_main:
         print(summary(result))
     return result.exit_status
@@ -256,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "or a demo stage such as demo/fcn8s)")
     train.add_argument("--data", help="data root in the release's layout (default: the paths in the prototxts)")
     train.add_argument("--weights", action="append", help="initial weights (caffemodel); repeatable")
+    train.add_argument("--restore", "--snapshot", dest="restore", metavar="SOLVERSTATE",
+                       help="resume from a snapshot (OUT/snapshot/<prefix>_iter_N.solverstate; --snapshot is "
+                            "Caffe's name): weights, solver history and, from the .datastate beside it, the data "
+                            "layers' positions, so the run continues exactly as if never stopped")
     train.add_argument("--iters", type=int, help="iterations to run (default: max_iter)")
     train.add_argument("--score-every", type=int, help="score mean IU every N iterations (default: test_interval)")
     train.add_argument("--out", help="output folder for logs, plots, snapshots (default: MODEL_DIR/train)")

@@ -236,7 +236,8 @@ def _parser(folder: Path, recipe: Recipe) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=folder / RUN_FOLDER,
                         help="output folder: solver copy, log, curves, best.caffemodel, snapshot/ "
                              "(default: %(default)s)")
-    parser.add_argument("--restore", metavar="SOLVERSTATE", help="resume from a snapshot instead of --weights")
+    parser.add_argument("--restore", "--snapshot", dest="restore", metavar="SOLVERSTATE",
+                        help="resume from a snapshot instead of --weights (--snapshot is Caffe's name)")
     parser.add_argument("--gpu", type=int, metavar="DEVICE", help="CUDA device to train on (default: CPU)")
     return parser
 
@@ -263,7 +264,7 @@ def solve(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) ->
         from solvers.training import summary
         result = recipe.train(folder / "solver.prototxt", weights, args.data.resolve(), args.out.resolve(),
                               args.iters, args.score_every, args.restore)
-    except (SetupError, FileNotFoundError, ValueError) as err:  # as `fcn train`: missing data, bad weights
+    except (SetupError, OSError, ValueError) as err:  # as `fcn train`: missing data, bad weights, full disk
         print(f"{folder.name}/solve.py: error: {err}", file=sys.stderr)
         return 2
     if result.is_main:
