@@ -203,8 +203,8 @@ class SegDataLayer(Layer):
     def _describe_read(self, sample_id: str) -> str:
         """What a stalled load of ``sample_id`` is reading, for the message when a stop abandons it."""
         path = self._reading.get(sample_id)
-        where = f"the read of {path}" if path is not None else "a read queued behind a stalled one"
-        return f"{type(self).__name__}: {where} (sample {sample_id})"
+        what = f"the read of {path}" if path is not None else "a read queued behind a stalled one"
+        return f"{what} (sample {sample_id}, {type(self).__name__})"
 
     def _current(self) -> Tuple[str, Sample]:
         """The next sample as read (reshape sizes the tops by it; forward hands it out transformed)."""

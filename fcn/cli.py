@@ -59,7 +59,7 @@ def _train(args: argparse.Namespace) -> int:
     import os
 
     from solvers.relocate import relocate_solver
-    from solvers.training import TrainConfig, summary, train
+    from solvers.training import NonFiniteLoss, TrainConfig, summary, train
     _use_gpu(args.gpu)
     solver = os.path.join(args.model_dir, "solver.prototxt")
     if not os.path.isfile(solver):
@@ -72,8 +72,12 @@ def _train(args: argparse.Namespace) -> int:
             from models.solve_common import imagenet
             raise FileNotFoundError(f"--weights {path}: no such file. An FCN starts from a classifier turned "
                                     f"into its body by net surgery; for VGG16: {imagenet('vgg16').how_to_get}")
-    result = train(TrainConfig(solver, weights=args.weights or (), restore=args.restore, iters=args.iters,
-                               score_every=args.score_every, out_dir=out, heads=heads or None))
+    try:
+        result = train(TrainConfig(solver, weights=args.weights or (), restore=args.restore, iters=args.iters,
+                                   score_every=args.score_every, out_dir=out, heads=heads or None))
+    except NonFiniteLoss as err:  # the run diverged: a verdict to read, not a crash to debug
+        print(f"fcn train: error: {err}", file=sys.stderr)
+        return 1
     if result.is_main:
         print(summary(result))
     return result.exit_status
@@ -290,10 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command() -> int:
     """The ``fcn`` program: ``main`` in a process that keeps its freed memory for reuse (see
-    ``runner.host_memory``: it spares each forward page-faulting its activations in again)."""
+    ``runner.host_memory``: it spares each forward page-faulting its activations in again), and that
+    leaves at once after a run a signal stopped (``runner.interrupt.exit_for_signal``)."""
     from runner.host_memory import keep_freed_memory
+    from runner.interrupt import exit_for_signal
     keep_freed_memory()
-    return main()
+    return exit_for_signal(main())
 
 
 def main(argv: Optional[List[str]] = None) -> int:

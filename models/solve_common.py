@@ -244,16 +244,19 @@ def _parser(folder: Path, recipe: Recipe) -> argparse.ArgumentParser:
 
 def main(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) -> int:
     """solve.py's entry point: ``solve`` in a process that keeps its freed memory for reuse (see
-    ``runner.host_memory``: it spares each iteration page-faulting its activations in again)."""
+    ``runner.host_memory``: it spares each iteration page-faulting its activations in again), and that
+    leaves at once after a run a signal stopped (``runner.interrupt.exit_for_signal``)."""
     from runner.host_memory import keep_freed_memory
+    from runner.interrupt import exit_for_signal
     keep_freed_memory()
-    return solve(folder, recipe, argv)
+    return exit_for_signal(solve(folder, recipe, argv))
 
 
 def solve(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) -> int:
     """The solve.py command line for experiment ``folder``; returns the exit status (2: missing input)."""
     args = _parser(folder, recipe).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from solvers.training import NonFiniteLoss, summary
     try:
         weights = [] if args.restore else [w.locate(given) for w, given in
                                            zip(recipe.weights, args.weights or [None] * len(recipe.weights))]
@@ -261,12 +264,14 @@ def solve(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) ->
             from runner.device import set_device, set_mode_gpu
             set_device(args.gpu)
             set_mode_gpu()
-        from solvers.training import summary
         result = recipe.train(folder / "solver.prototxt", weights, args.data.resolve(), args.out.resolve(),
                               args.iters, args.score_every, args.restore)
     except (SetupError, OSError, ValueError) as err:  # as `fcn train`: missing data, bad weights, full disk
         print(f"{folder.name}/solve.py: error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLoss as err:  # the run diverged
+        print(f"{folder.name}/solve.py: error: {err}", file=sys.stderr)
+        return 1
     if result.is_main:
         print(summary(result))
     return result.exit_status
