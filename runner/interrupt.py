@@ -13,7 +13,8 @@ the flag. Hence the rules this module provides:
   raises ``Interrupted`` right there, as does a second signal from the user;
 * ``critical()`` (the weight update) is never cut by that raise: it is deferred to the section's end,
   so a snapshot never holds half-updated weights; ``finishing()`` (a snapshot being written) is not
-  cut by the timer, only by a second signal, since the user then asked twice.
+  cut by the timer, only by a second signal, since the user then asked twice;
+* ``exit_for_signal`` lets a command leave at once once the run has stopped and written its snapshot.
 
 ``Interrupted`` derives from BaseException, like KeyboardInterrupt, so that ``except Exception``
 clauses on the way (layer wrappers, decoders) do not swallow it.

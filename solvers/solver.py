@@ -163,7 +163,8 @@ class Solver:
                 self.apply_update()
                 self._iter += 1
             if self._param.snapshot and self._iter % self._param.snapshot == 0:
-                self.snapshot()
+                with interrupt.finishing():  # a stop request waits for the snapshot under way
+                    self.snapshot()
 
     def apply_update(self) -> None:
         """Update the train net's weights from their accumulated diffs (Caffe's ApplyUpdate). Does not count

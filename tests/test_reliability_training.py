@@ -4,8 +4,9 @@
   mount), in our data layers and in a layer of the user's that reads in the main thread: SIGINT and
   SIGTERM stop the run within 2 s, with a snapshot and exit status 130/143, naming the stalled file;
 * SIGINT while scoring stops at the next image, the partial score discarded;
-* a full disk while snapshotting: one error line naming the file and the cause, no temporary file left;
-  kill -9 while snapshotting: the temporary files it leaves are cleared when the next run starts;
+* a signal while snapshotting lets the snapshot finish, then stops; a full disk while snapshotting: one
+  error line naming the file and the cause, no temporary file left; kill -9 while snapshotting: the
+  temporary files it leaves are cleared when the next run starts;
 * a NaN loss names the last snapshot whose weights are all finite, and that one resumes;
 * resuming mid-epoch (stopped by a real SIGINT) repeats the uninterrupted run exactly;
 * ``param_str`` values are checked by type and range, with one-line errors naming the key; prefetch
@@ -139,8 +140,9 @@ def _wait_until(condition: Callable[[], bool], proc: subprocess.Popen, timeout: 
 
 
 def _log(out: Path) -> List[Dict[str, Any]]:
+    """The run's log records so far (a line still being appended is left for later)."""
     path = out / "train_log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1]] if path.exists() else []
 
 
 def _losses(out: Path) -> Dict[int, float]:
@@ -167,6 +169,20 @@ def _replace_with_fifo(path: Path) -> Path:
     return path
 
 
+def _reader_waits(fifo: Path) -> Callable[[], bool]:
+    """Whether a reader has ``fifo`` open (or is blocked opening it); if so the writer end opened here is
+    kept open and never written, so that the reader's read blocks for good."""
+    held: List[int] = []
+
+    def waiting() -> bool:
+        try:
+            held.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # ENXIO: no reader yet
+            return False
+        return True
+    return waiting
+
+
 def _train_ids(root: Path, split: str) -> List[str]:
     return (root / "data" / "pascal" / "VOC2011" / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
 
@@ -181,8 +197,9 @@ def test_a_stalled_read_is_abandoned_on_a_signal(tmp_path: Path, sig: int, prefe
     fifo = _replace_with_fifo(tmp_path / "data/pascal/VOC2011/JPEGImages" / f"{_train_ids(tmp_path, 'train')[2]}.jpg")
     out = tmp_path / "out"
     proc = _start(tmp_path, [str(model), "--out", str(out)])
+    _wait_until(_reader_waits(fifo), proc)
     _wait_until(lambda: 1 in _losses(out), proc)
-    time.sleep(0.3)   # now waiting for the FIFO
+    time.sleep(0.3)   # iteration 2 now waits for the FIFO's sample
     err = _stop_within(proc, sig)
     assert proc.returncode == 128 + sig, err
     assert f"abandoned the read of {fifo}" in err
@@ -199,8 +216,7 @@ def test_a_read_in_the_main_thread_is_interrupted_too(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     out = tmp_path / "out"
     proc = _start(tmp_path, [str(model), "--out", str(out)], FCN_TEST_FIFO=str(fifo))
-    _wait_until(lambda: 1 in _losses(out), proc)
-    time.sleep(0.3)
+    _wait_until(_reader_waits(fifo), proc)
     err = _stop_within(proc, signal.SIGTERM)
     assert proc.returncode == 143, err
     assert "SIGTERM not answered within 0.5 s" in err
@@ -306,16 +322,42 @@ layer { name: "silence" type: "Silence" bottom: "wide" }
 '''
 
 
-def test_temp_files_of_a_run_killed_while_snapshotting_are_cleared_by_the_next(tmp_path: Path) -> None:
+def _snapshotting(tmp_path: Path) -> Path:
+    """A model that snapshots every iteration 16 MB files (weights, history): slow enough to catch."""
     model = _experiment(tmp_path, solver="snapshot: 1")
     train = model / "train.prototxt"
-    train.write_text(train.read_text() + WIDE)   # 16 MB of weights per snapshot file: slow enough to catch
+    train.write_text(train.read_text() + WIDE)
+    return model
+
+
+def _while_snapshotting(root: Path, model: Path, out: Path) -> subprocess.Popen:
+    """`fcn train` caught while it writes the caffemodel of a snapshot (the datastate and the solverstate
+    come after it)."""
+    proc = _start(root, [str(model), "--out", str(out)])
+    _wait_until(lambda: (out / "snapshot").is_dir() and any(".caffemodel." in t for t in _temps(out / "snapshot")),
+                proc, timeout=120)
+    return proc
+
+
+def test_a_signal_while_snapshotting_lets_the_snapshot_finish_then_stops(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _while_snapshotting(tmp_path, _snapshotting(tmp_path), out)
+    writing = int(re.match(r"\.train_iter_(\d+)\.", _temps(out / "snapshot")[0]).group(1))
+    err = _stop_within(proc, signal.SIGINT)
+    assert proc.returncode == 130, err
+    assert _temps(out / "snapshot") == []
+    assert all((out / "snapshot" / f"train_iter_{writing}.{ext}").exists()
+               for ext in ("caffemodel", "datastate", "solverstate"))
+    assert _log(out)[-1] == {"iter": writing, "event": "interrupted"}   # no further iteration, no second snapshot
+
+
+def test_temp_files_of_a_run_killed_while_snapshotting_are_cleared_by_the_next(tmp_path: Path) -> None:
+    model = _snapshotting(tmp_path)
     out = tmp_path / "out"
     snapshots = out / "snapshot"
     left: List[str] = []
     for _ in range(5):
-        proc = _start(tmp_path, [str(model), "--out", str(out)])
-        _wait_until(lambda: snapshots.is_dir() and bool(_temps(snapshots)), proc, timeout=120)
+        proc = _while_snapshotting(tmp_path, model, out)
         proc.kill()
         proc.communicate()
         left = _temps(snapshots)
