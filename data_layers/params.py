@@ -42,7 +42,8 @@ def parse_param_str(text: str, required: Iterable[str], optional: Iterable[str],
 
 def _bad(where: str, key: str, expected: str, value: Any) -> ValueError:
     shown = repr(value)
-    return ValueError(f"{where}: param_str {key} must be {expected}, got {shown[:60]}{'...' if len(shown) > 60 else ''}")
+    shown = shown if len(shown) <= 60 else shown[:60] + "..."
+    return ValueError(f"{where}: param_str {key} must be {expected}, got {shown}")
 
 
 def flag(params: Dict[str, Any], key: str, default: bool, where: str) -> bool:

@@ -164,7 +164,7 @@ def test_shards_split_the_data_between_ranks(voc6: Dict[str, str]) -> None:
     ("dict(split='val')", "literal"),
     ("{'split': 'val'}", "lacks voc_dir"),
     ("{'split': 'val', 'voc_dir': '.', 'speed': 3}", "unknown param_str key"),
-    ("{'split': 'val', 'voc_dir': '.', 'mean': (1, 2)}", "mean must be 3 finite numbers"),
+    ("{'split': 'val', 'voc_dir': '.', 'mean': (1, 2)}", "mean must be 3 finite"),
 ])
 def test_param_str_is_a_checked_literal(param_str: str, message: str) -> None:
     layer = VOCSegDataLayer()

@@ -87,7 +87,8 @@ def _net(voc_dir: str, split: str, params: Dict[str, Any], extra: str, width: in
             python_param {{ module: "data_layers.voc" layer: "VOCSegDataLayer" param_str: "{data_params}" }} }}
     {extra}
     layer {{ name: "conv1" type: "Convolution" bottom: "{bottom}" top: "conv1"
-            convolution_param {{ num_output: {width} kernel_size: 3 pad: 1 weight_filler {{ type: "gaussian" std: 0.05 }} }} }}
+            convolution_param {{ num_output: {width} kernel_size: 3 pad: 1
+                                 weight_filler {{ type: "gaussian" std: 0.05 }} }} }}
     layer {{ name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }}
     layer {{ name: "drop1" type: "Dropout" bottom: "conv1" top: "conv1" dropout_param {{ dropout_ratio: 0.3 }} }}
     layer {{ name: "score" type: "Convolution" bottom: "conv1" top: "score"
@@ -108,7 +109,7 @@ def _experiment(root: Path, train: Optional[Dict[str, Any]] = None, val: Optiona
     (model / "train.prototxt").write_text(_net(keys["voc_dir"], "train", train or {}, train_extra, width))
     (model / "val.prototxt").write_text(_net(keys["voc_dir"], "val", val or {}, val_extra, width))
     settings = dict(train_net='"train.prototxt"', test_net='"val.prototxt"', test_iter=n, test_interval=999999,
-                    base_lr=1e-3, lr_policy='"fixed"', momentum=0.9, weight_decay=0.0005, max_iter=100, display=1,
+                    base_lr=1e-4, lr_policy='"fixed"', momentum=0.9, weight_decay=0.0005, max_iter=100, display=1,
                     average_loss=1, snapshot=0, snapshot_prefix='"snapshot/train"', random_seed=5)
     for line in solver.splitlines():
         key, _, value = line.partition(":")
@@ -363,8 +364,8 @@ def test_temp_files_of_a_run_killed_while_snapshotting_are_cleared_by_the_next(t
         left = _temps(snapshots)
         if left:
             break
-    assert left and all(re.fullmatch(rf"\.train_iter_\d+\.(caffemodel|solverstate|datastate)\.{proc.pid}\.[0-9a-f]{{8}}\.tmp",
-                                     name) for name in left), left
+    ours = rf"\.train_iter_\d+\.(caffemodel|solverstate|datastate)\.{proc.pid}\.[0-9a-f]{{8}}\.tmp"
+    assert left and all(re.fullmatch(ours, name) for name in left), left
     mine = snapshots / f".train_iter_9.caffemodel.{os.getpid()}.0123abcd.tmp"   # a live writer's: kept
     other = snapshots / "notes.tmp"                                              # not ours: kept
     mine.write_bytes(b"x")
@@ -425,6 +426,25 @@ def test_resuming_mid_epoch_after_sigint_repeats_the_uninterrupted_run(tmp_path:
     blind = tmp_path / "blind"
     assert fcn_main(["train", str(model), "--out", str(blind), "--restore", str(state)]) == 0
     assert [_losses(blind)[i] for i in range(6, 9)] != [_losses(whole)[i] for i in range(6, 9)]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text[: len(text) // 2], "not a data state file"),
+    (lambda text: text.replace('"split": "train"', '"split": "val"'), "is not this layer's"),
+    (lambda text: re.sub(r'"position": \d+', '"position": -3', text), "position must be an int >= 0"),
+    (lambda text: text.replace('"PCG64"', '"MT19937"'), "bad random generator state"),
+])
+def test_a_damaged_datastate_is_an_error_naming_it(tmp_path: Path, capsys, damage: Callable[[str], str],
+                                                   message: str) -> None:
+    model = _experiment(tmp_path, train=dict(randomize=True))
+    out = tmp_path / "out"
+    assert fcn_main(["train", str(model), "--out", str(out), "--iters", "1"]) == 0
+    datastate = out / "snapshot" / "train_iter_1.datastate"
+    datastate.write_text(damage(datastate.read_text()))
+    state = datastate.with_suffix(".solverstate")
+    assert fcn_main(["train", str(model), "--out", str(out), "--restore", str(state)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"fcn train: error: {datastate}") and message in error, error
 
 
 def test_restore_and_weights_together_are_refused(tmp_path: Path, capsys) -> None:
