@@ -195,10 +195,10 @@ def train(config: TrainConfig) -> TrainResult:
                 with interrupt.finishing():
                     solver.snapshot()
             distributed.barrier(group)
-        except interrupt.Interrupted as second:
-            log.warning("%s: the snapshot at iteration %d was abandoned", second, solver.iter)
+            distributed.shutdown(group)
+        except interrupt.Interrupted as second:  # a second signal: the snapshot under way is given up
+            log.warning("%s; no snapshot at iteration %d", second, solver.iter)
             stop = stop or second
-        distributed.shutdown(group)
     return TrainResult(solver.iter, stop is not None, records.log_path if records else "",
                        records.plot_path if records and records.scores else None,
                        records.best_path if records and records.best is not None else None,

@@ -209,19 +209,27 @@ def test_a_stalled_read_is_abandoned_on_a_signal(tmp_path: Path, sig: int, prefe
     assert _log(out)[-1] == {"iter": 2, "event": "interrupted"}
 
 
-def test_a_read_in_the_main_thread_is_interrupted_too(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signals", [(signal.SIGTERM,), (signal.SIGINT, signal.SIGINT)])
+def test_a_read_in_the_main_thread_is_interrupted_too(tmp_path: Path, signals: tuple) -> None:
     """A layer of the user's reads a FIFO in the main thread, where the signal handler's flag is never
-    looked at (PEP 475 retries the read): the unanswered stop interrupts the read after 0.5 s."""
+    looked at (PEP 475 retries the read): the unanswered stop interrupts the read after 0.5 s and the
+    run snapshots; a second signal interrupts it at once, without a snapshot."""
     model = _experiment(tmp_path, train_extra="ReadsFifoAt")
     fifo = tmp_path / "never_written"
     os.mkfifo(fifo)
     out = tmp_path / "out"
     proc = _start(tmp_path, [str(model), "--out", str(out)], FCN_TEST_FIFO=str(fifo))
     _wait_until(_reader_waits(fifo), proc)
-    err = _stop_within(proc, signal.SIGTERM)
-    assert proc.returncode == 143, err
-    assert "SIGTERM not answered within 0.5 s" in err
-    assert (out / "snapshot" / "train_iter_2.solverstate").exists()   # iteration 2 had not updated anything
+    for sig in signals[:-1]:
+        proc.send_signal(sig)
+        time.sleep(0.1)
+    err = _stop_within(proc, signals[-1])
+    assert proc.returncode == 128 + signals[0], err
+    snapshot = out / "snapshot" / "train_iter_2.solverstate"   # iteration 2 had not updated anything
+    if len(signals) == 1:
+        assert "SIGTERM not answered within 0.5 s" in err and snapshot.exists()
+    else:
+        assert "second signal (SIGINT): stopping at once, without a snapshot" in err and not snapshot.exists()
 
 
 # ----- 5: a signal while scoring -----
