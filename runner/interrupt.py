@@ -2,18 +2,21 @@
 
 A signal handler in Python only sets a flag; PEP 475 then retries the interrupted system call, so a
 main thread blocked in a read (an image on a stalled network mount, a FIFO nobody writes) never sees
-the flag. Hence the rules this module provides:
+the flag. Worse, the kernel may deliver a process's signal to any of its threads (a prefetch worker,
+a torch pool thread); the main thread, blocked in its read, is then not even interrupted, and the
+Python handler never runs. Hence the rules this module provides:
 
 * waits we own (a data layer's prefetch queue) poll the flag every ``POLL_SECONDS``
   (``result``) and give up with ``Interrupted``, naming what they were waiting for;
   long loops (scoring, one image at a time) call ``check``;
-* ``stop_on_signals`` installs the handlers for a run: the first signal requests a stop and, if the
-  run has not acknowledged it within ``ANSWER_SECONDS`` (it is stuck in code we do not own, such as
-  a Python layer reading in the main thread), re-sends it to the main thread, whose handler then
-  raises ``Interrupted`` right there, as does a second signal from the user;
+* ``stop_on_signals`` installs the handlers for a run, and a watchdog thread that hears of every
+  SIGINT/SIGTERM whatever thread took it (CPython's signal wakeup fd): the first requests a stop; if
+  the run has not acknowledged it within ``ANSWER_SECONDS`` (it is stuck in code we do not own, such
+  as a Python layer reading in the main thread), the watchdog signals the main thread itself, whose
+  handler then raises ``Interrupted`` right there, as it does at once on a second signal from the user;
 * ``critical()`` (the weight update) is never cut by that raise: it is deferred to the section's end,
   so a snapshot never holds half-updated weights; ``finishing()`` (a snapshot being written) is not
-  cut by the timer, only by a second signal, since the user then asked twice;
+  cut for being slow, only by a second signal, since the user then asked twice;
 * ``exit_for_signal`` lets a command leave at once once the run has stopped and written its snapshot.
 
 ``Interrupted`` derives from BaseException, like KeyboardInterrupt, so that ``except Exception``
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -51,7 +55,7 @@ class Interrupted(BaseException):
 
 
 class _State:
-    """The process's stop request; the handler runs in the main thread, the timer in its own."""
+    """The process's stop request, shared by the main thread (handler, sections) and the watchdog."""
 
     def __init__(self) -> None:
         self.signum: Optional[int] = None
@@ -59,8 +63,8 @@ class _State:
         self.critical = 0
         self.finishing = 0
         self.deferred: Optional[Interrupted] = None
-        self.escalating = False
-        self.timer: Optional[threading.Timer] = None
+        self.raise_now: Optional[Interrupted] = None   # what the main thread raises when the watchdog wakes it
+        self.sent_by_watchdog = 0                       # its own signals, not to be counted as the user's
 
 
 _state = _State()
@@ -92,10 +96,8 @@ def result(future: "Future[T]", describe: Callable[[], str]) -> T:
 
 
 def acknowledge() -> None:
-    """The run is stopping on its own (snapshot, then exit): no more interrupting it from the timer."""
+    """The run is stopping on its own (snapshot, then exit): no more interrupting it for being slow."""
     _state.acknowledged = True
-    if _state.timer is not None:
-        _state.timer.cancel()
 
 
 @contextlib.contextmanager
@@ -121,40 +123,75 @@ def finishing() -> Iterator[None]:
         _state.finishing -= 1
 
 
-def _escalate(main_thread: int) -> None:
-    """Timer thread: the stop went unanswered; interrupt the main thread's system call with the signal."""
-    if _state.signum is None or _state.acknowledged or _state.finishing:
-        return
-    _state.escalating = True
-    signal.pthread_kill(main_thread, _state.signum)
-
-
 def _on_signal(signum: int, _frame: object) -> None:
+    """The Python-level handler, in the main thread: note the request; raise if the watchdog says so."""
     if _state.signum is None:
         _state.signum = signum
-        _state.timer = threading.Timer(ANSWER_SECONDS, _escalate, (threading.main_thread().ident,))
-        _state.timer.daemon = True
-        _state.timer.start()
+    stop, _state.raise_now = _state.raise_now, None
+    if stop is None:
         return
-    from_timer, _state.escalating = _state.escalating, False
-    if from_timer and (_state.acknowledged or _state.finishing):
-        return  # the run got to its stop on its own in the meantime
-    if from_timer:
-        message = f"{signal.Signals(signum).name} not answered within {ANSWER_SECONDS:g} s: interrupted"
-    else:
-        message = f"second signal ({signal.Signals(signum).name}): stopping at once, without a snapshot"
-    stop = Interrupted(message, _state.signum, hard=not from_timer)
     if _state.critical:
         _state.deferred = stop
         return
     raise stop
 
 
-def _reset() -> None:
-    global _state
-    if _state.timer is not None:
-        _state.timer.cancel()
-    _state = _State()
+class _Watchdog:
+    """Reads the signal numbers CPython's C-level handler writes to the wakeup fd, whatever thread the
+    kernel delivered the signal to, and interrupts the main thread when the stop goes unanswered or the
+    user signals a second time."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._main = threading.main_thread().ident
+        self._closed = False
+        self.previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._watch, name="stop-watchdog", daemon=True)
+        self._thread.start()
+
+    def _interrupt_main(self, stop: Interrupted) -> None:
+        _state.raise_now = stop
+        _state.sent_by_watchdog += 1
+        signal.pthread_kill(self._main, stop.signum)
+
+    def _watch(self) -> None:
+        received, deadline = 0, None
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self._read], [], [], timeout)
+            if self._closed:
+                return
+            for signum in os.read(self._read, 64) if ready else b"":
+                if signum not in SIGNALS:
+                    continue
+                if _state.sent_by_watchdog:
+                    _state.sent_by_watchdog -= 1
+                    continue
+                received += 1
+                if _state.signum is None:
+                    _state.signum = signum
+                if received == 1:
+                    deadline = time.monotonic() + ANSWER_SECONDS
+                else:
+                    self._interrupt_main(Interrupted(f"second signal ({signal.Signals(signum).name}): stopping at "
+                                                     f"once, without a snapshot", _state.signum, hard=True))
+            if deadline is not None and time.monotonic() >= deadline:
+                deadline = None
+                if _state.finishing and not _state.acknowledged:  # a snapshot first; ask again after it
+                    deadline = time.monotonic() + POLL_SECONDS
+                elif not _state.acknowledged:
+                    name = signal.Signals(_state.signum).name
+                    self._interrupt_main(Interrupted(f"{name} not answered within {ANSWER_SECONDS:g} s: "
+                                                     f"interrupted", _state.signum))
+
+    def close(self) -> None:
+        self._closed = True
+        signal.set_wakeup_fd(self.previous_fd)
+        os.write(self._write, b"\0")
+        self._thread.join()
+        os.close(self._read)
+        os.close(self._write)
 
 
 def exit_for_signal(status: int) -> int:
@@ -172,17 +209,20 @@ def exit_for_signal(status: int) -> int:
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM request a stop while inside (see the module docstring); the previous handlers
-    and a clear flag are back on exit. Outside the main thread, where Python cannot install handlers,
-    nothing is installed."""
+    """SIGINT and SIGTERM request a stop while inside (see the module docstring); the previous handlers,
+    wakeup fd and a clear flag are back on exit. Outside the main thread, where Python cannot install
+    handlers, nothing is installed."""
+    global _state
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _reset()
+    _state = _State()
     previous = {sig: signal.signal(sig, _on_signal) for sig in SIGNALS}
+    watchdog = _Watchdog()
     try:
         yield
     finally:
+        watchdog.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _reset()
+        _state = _State()

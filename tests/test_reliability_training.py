@@ -222,7 +222,7 @@ def test_a_read_in_the_main_thread_is_interrupted_too(tmp_path: Path, signals: t
     _wait_until(_reader_waits(fifo), proc)
     for sig in signals[:-1]:
         proc.send_signal(sig)
-        time.sleep(0.1)
+        time.sleep(0.25)  # a second Ctrl-C, before the first is 0.5 s old
     err = _stop_within(proc, signals[-1])
     assert proc.returncode == 128 + signals[0], err
     snapshot = out / "snapshot" / "train_iter_2.solverstate"   # iteration 2 had not updated anything
