@@ -5,12 +5,14 @@ The paper found neither helped noticeably on PASCAL; they are here so that resul
 Jitter shifts by up to ``jitter`` pixels each way and fills the uncovered border with 0 for image-like
 tops (the dataset mean, after mean subtraction) and VOID for label tops (integer arrays), so the loss
 ignores pixels that were never observed. Draws come from one seeded generator in the layer's thread,
-in sample order, so a seeded run repeats exactly whatever the prefetching does.
+in sample order, so a seeded run repeats exactly whatever the prefetching does; its ``state`` travels
+with a snapshot, so a resumed run draws on as the uninterrupted one would have.
 """
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
+from data_layers.rng import generator
 from data_layers.transforms import VOID
 
 
@@ -38,6 +40,15 @@ class Augmenter:
         self.mirror = mirror
         self.jitter = jitter
         self.rng = np.random.default_rng(seed)
+
+    @property
+    def state(self) -> Dict[str, Any]:
+        """The generator's state before the next sample's draws (JSON-ready)."""
+        return self.rng.bit_generator.state
+
+    def restore(self, state: Dict[str, Any], where: str) -> None:
+        """Draw on from ``state`` (``where`` names it in errors)."""
+        self.rng = generator(state, where)
 
     @property
     def active(self) -> bool:

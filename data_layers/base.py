@@ -5,17 +5,20 @@ file becomes one top (``decode``). This base parses ``param_str``, checks the da
 sample order (seeded shuffles for training splits, file order otherwise, sharded by ``rank``), prefetches
 on background threads, checks that the tops of a sample agree in size, and either raises on a bad sample
 or, with ``skip_bad``, counts it, logs it and moves on. Tops are 1 x C x H x W, reshaped per image.
+``get_data_state``/``set_data_state`` carry the position in the sample stream and the generators'
+states through a snapshot, so a resumed run reads on exactly where it stopped, even mid-epoch.
 
-``param_str`` keys every layer takes, besides ``split`` and its dataset folder key(s):
-  randomize   shuffle (default True); applies only to splits whose name contains "train", as released
-  seed        seed of the shuffles (default None: different every run)
-  mean        B, G, R values to subtract (default: the dataset's published mean)
-  rank, world_size   read only every world_size-th sample, starting at rank (distributed runs)
-  skip_bad    skip unusable samples, counting them in ``skipped``/``bad_samples`` (default False: raise)
-  prefetch    samples decoded ahead on background threads (default 4; 0 decodes inline)
-  workers     decoding threads (default 2)
-  mirror      random left-right flips of image and label together (default False; ``augment``)
-  jitter      random translation of up to this many pixels each way (default 0; ``augment``)
+``param_str`` keys every layer takes, besides ``split`` and its dataset folder key(s) (strings); each
+value is checked (type and range below), a wrong one is a one-line error naming the key:
+  randomize   shuffle, True/False (default True); applies only to splits whose name contains "train"
+  seed        seed of the shuffles and augmentation, an int in [0, 2**63-1] (default None: new every run)
+  mean        B, G, R values to subtract, finite, within +-65535 (default: the dataset's published mean)
+  rank, world_size   read only every world_size-th sample (1..4096), starting at rank (distributed runs)
+  skip_bad    skip unusable samples, counting them in ``skipped``/``bad_samples``, True/False (default False)
+  prefetch    samples read ahead on background threads, 0..64 (default 4; 0: none ahead)
+  workers     reading threads, 1..16 (default 2)
+  mirror      random left-right flips of image and label together, True/False (default False; ``augment``)
+  jitter      random translation of up to this many pixels each way, 0..128 (default 0; ``augment``)
   mask        blank "foreground", "background" or keep only the "shape" (default none; ``masking``)
 """
 import logging
@@ -28,8 +31,9 @@ from data_layers.augment import Augmenter
 from data_layers.errors import BadSampleError, DatasetNotFoundError
 from data_layers.masking import MASKS, mask_sample
 from data_layers.order import process_shard, sample_order, shard
-from data_layers.params import parse_param_str
+from data_layers.params import choice, flag, integer, numbers, parse_param_str, text
 from data_layers.prefetch import Prefetcher
+from data_layers.rng import generator, initial_state
 from runner.blob import Blob
 from runner.python_layer import Layer
 
@@ -41,6 +45,11 @@ COMMON_KEYS = ("randomize", "seed", "mean", "rank", "world_size", "skip_bad", "p
                "mirror", "jitter", "mask")
 DEFAULT_PREFETCH = 4
 DEFAULT_WORKERS = 2
+MAX_PREFETCH = 64      # samples held in memory ahead of the net (64 VOC pictures: about 150 MB)
+MAX_WORKERS = 16
+MAX_JITTER = 128       # pixels; the paper's jitter was at most 32
+MAX_SEED = 2 ** 63 - 1
+MAX_MEAN = 65535.0     # the largest 16-bit pixel value
 
 
 def is_plain_name(sample_id: str) -> bool:
@@ -96,10 +105,18 @@ class SegDataLayer(Layer):
         params = parse_param_str(self.param_str, ("split",) + self.dir_keys,
                                  COMMON_KEYS + self.extra_keys, where)
         self.params = params
-        self.split = str(params["split"])
-        self.mean = np.asarray(params.get("mean", self.default_mean), dtype=np.float64)
-        if self.mean.shape != (3,):
-            raise ValueError(f"{where}: mean must have 3 values (B, G, R), got {params['mean']!r}")
+        self.split = text(params, "split", where)
+        for key in self.dir_keys:
+            text(params, key, where)
+        self.mean = np.asarray(numbers(params, "mean", self.default_mean, 3, MAX_MEAN, where), dtype=np.float64)
+        seed = integer(params, "seed", None, 0, MAX_SEED, where, none_ok=True)
+        self.randomize = flag(params, "randomize", True, where) and "train" in self.split
+        self.skip_bad = flag(params, "skip_bad", False, where)
+        self.augment = Augmenter(flag(params, "mirror", False, where),
+                                 integer(params, "jitter", 0, 0, MAX_JITTER, where), seed)
+        self.mask = choice(params, "mask", (None,) + MASKS, where)
+        self._prefetch = integer(params, "prefetch", DEFAULT_PREFETCH, 0, MAX_PREFETCH, where)
+        self._workers = integer(params, "workers", DEFAULT_WORKERS, 1, MAX_WORKERS, where)
         for folder in self.folders():
             self.require(folder, "dataset folder")
         self.configure(params)
@@ -107,24 +124,24 @@ class SegDataLayer(Layer):
             raise ValueError(f"{where}: a data layer takes no bottoms, got {len(bottom)}")
         if len(top) != len(self.tops):
             raise ValueError(f"{where}: needs {len(self.tops)} tops ({', '.join(self.tops)}), got {len(top)}")
-        rank, world_size = process_shard(params, self.phase)
+        rank, world_size = process_shard(params, self.phase, where)
         self.ids = shard(self._read_split(), rank, world_size)
-        self.randomize = bool(params.get("randomize", True)) and "train" in self.split
-        self.skip_bad = bool(params.get("skip_bad", False))
-        self.augment = Augmenter(bool(params.get("mirror", False)), int(params.get("jitter", 0)),
-                                 params.get("seed"))
-        self.mask = params.get("mask")
-        if self.mask is not None and self.mask not in MASKS:
-            raise ValueError(f"{where}: mask must be one of {', '.join(MASKS)}, got {self.mask!r}")
         self.bad_samples: Dict[str, str] = {}
         self.skipped = 0
         self.images = 0
         self.sample_id: Optional[str] = None
         self._next: Optional[Tuple[str, Sample]] = None  # loaded by reshape, handed out by forward
+        self._reading: Dict[str, Path] = {}   # sample id -> the file its load is reading now
+        self._order_state = initial_state(seed)
+        self._start_feed(0)
+
+    def _start_feed(self, position: int) -> None:
+        """Read from the ``position``-th id of the sample stream on (ids handed out or skipped so far)."""
         self.close()
-        self._feed = Prefetcher(self.load, sample_order(self.ids, self.randomize, params.get("seed")),
-                                int(params.get("prefetch", DEFAULT_PREFETCH)),
-                                int(params.get("workers", DEFAULT_WORKERS)))
+        self._next = None
+        self._taken = position
+        order = sample_order(self.ids, self.randomize, generator(self._order_state, type(self).__name__), position)
+        self._feed = Prefetcher(self.load, order, self._prefetch, self._workers, self._describe_read)
 
     def reshape(self, bottom: List[Blob], top: List[Blob]) -> None:
         _, sample = self._current()
@@ -132,7 +149,7 @@ class SegDataLayer(Layer):
             blob.reshape(1, *sample[name].shape)
 
     def forward(self, bottom: List[Blob], top: List[Blob]) -> None:
-        self.sample_id, sample = self._current()
+        self.sample_id, sample = self._transformed(*self._current())
         for blob, name in zip(top, self.tops):
             blob.data[...] = sample[name]
         self._next = None  # the next reshape moves on, as Caffe reshapes before every forward
@@ -145,9 +162,36 @@ class SegDataLayer(Layer):
         return self._feed.wait_seconds if self._feed is not None else 0.0
 
     def close(self) -> None:
-        """Stop prefetching (threads also stop when the layer is garbage collected)."""
+        """Stop prefetching (threads also stop when the layer is garbage collected, and at exit)."""
         if self._feed is not None:
             self._feed.close()
+
+    # ----- resuming -----
+    def get_data_state(self) -> Dict[str, Any]:
+        """Where this layer is, JSON-ready, for a snapshot: the position in its sample stream (samples
+        handed out or skipped) and the generators' states before the next sample's draws."""
+        position = self._taken - (1 if self._next is not None else 0)
+        return {"layer": type(self).__name__, "split": self.split, "samples": len(self.ids), "position": position,
+                "order_rng": self._order_state, "augment_rng": self.augment.state}
+
+    def set_data_state(self, state: Dict[str, Any], where: str) -> None:
+        """Continue from ``state`` (``get_data_state`` of this layer, read from ``where``). Under torchrun
+        every rank resumes from rank 0's state: the ranks advance in step and share the seed, so only the
+        shard sizes may differ, by one, which is worth a warning, not a refusal."""
+        if not isinstance(state, dict) or (state.get("layer"), state.get("split")) != (type(self).__name__, self.split):
+            seen = {k: state.get(k) for k in ("layer", "split")} if isinstance(state, dict) else state
+            raise ValueError(f"{where}: the data state {seen} is not this layer's ({type(self).__name__} on split "
+                             f"'{self.split}')")
+        if state.get("samples") != len(self.ids):
+            log.warning("%s: the data state was written for %s samples, this layer reads %d: the order after the "
+                        "resume is not the original's", where, state.get("samples"), len(self.ids))
+        position = state.get("position")
+        if type(position) is not int or position < 0:
+            raise ValueError(f"{where}: data state position must be an int >= 0, got {position!r}")
+        generator(state.get("order_rng"), where)  # checked before anything changes
+        self.augment.restore(state.get("augment_rng"), where)
+        self._order_state = state["order_rng"]
+        self._start_feed(position)
 
     # ----- loading -----
     def load(self, sample_id: str) -> Sample:
@@ -155,7 +199,9 @@ class SegDataLayer(Layer):
         sample, paths = {}, {}
         for top in self.tops:
             paths[top] = self.source(top, sample_id)
+            self._reading[sample_id] = paths[top]
             sample[top] = self.decode(top, paths[top])
+        self._reading.pop(sample_id, None)
         sizes = {top: array.shape[-2:] for top, array in sample.items()}
         first = self.tops[0]
         for top, size in sizes.items():
@@ -164,13 +210,21 @@ class SegDataLayer(Layer):
                                                  f"{paths[first]} ({sizes[first][0]}x{sizes[first][1]})")
         return sample
 
+    def _describe_read(self, sample_id: str) -> str:
+        """What a stalled load of ``sample_id`` is reading, for the message when a stop abandons it."""
+        path = self._reading.get(sample_id)
+        what = f"the read of {path}" if path is not None else "a read queued behind a stalled one"
+        return f"{what} (sample {sample_id}, {type(self).__name__})"
+
     def _current(self) -> Tuple[str, Sample]:
+        """The next sample as read (reshape sizes the tops by it; forward hands it out transformed)."""
         if self._next is None:
-            self._next = self._transformed(*self._next_usable())
+            self._next = self._next_usable()
         return self._next
 
     def _transformed(self, sample_id: str, sample: Sample) -> Tuple[str, Sample]:
-        """Masking, then augmentation, here in the layer's thread so seeded draws follow sample order."""
+        """Masking, then augmentation, here in the layer's thread so seeded draws follow sample order; at
+        forward time, so the generator's state is always the one before the next sample's draws."""
         if self.mask is not None:
             sample = mask_sample(sample, self.mask)
         if self.augment.active:
@@ -181,8 +235,11 @@ class SegDataLayer(Layer):
         """The next id and sample; with ``skip_bad``, bad ones are counted, logged and passed over."""
         for _ in range(len(self.ids)):
             try:
-                return self._feed.next()
+                sample = self._feed.next()
+                self._taken += 1
+                return sample
             except BadSampleError as err:
+                self._taken += 1
                 if not self.skip_bad:
                     raise
                 self.skipped += 1

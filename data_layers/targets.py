@@ -12,10 +12,11 @@ from typing import Any, List
 
 import numpy as np
 
-from data_layers.params import parse_param_str
+from data_layers.params import integer, parse_param_str
 from runner.python_layer import Layer
 
 VOID = 255
+MAX_CLASSES = 65536
 
 
 class ForegroundTargets(Layer):
@@ -27,11 +28,8 @@ class ForegroundTargets(Layer):
     def setup(self, bottom: List[Any], top: List[Any]) -> None:
         where = "ForegroundTargets"
         params = parse_param_str(self.param_str, ("classes",), ("ignore_label",), where)
-        if not isinstance(params["classes"], int) or params["classes"] < 2:
-            raise ValueError(f"{where}: 'classes' counts the classes including background (an int >= 2), "
-                             f"got {params['classes']!r}")
-        self.classes = params["classes"]
-        self.ignore_label = int(params.get("ignore_label", VOID))
+        self.classes = integer(params, "classes", None, 2, MAX_CLASSES, where)  # including the background
+        self.ignore_label = integer(params, "ignore_label", VOID, -2 ** 31, 2 ** 31 - 1, where)
         if len(bottom) != 1 or len(top) != 1:
             raise ValueError(f"{where}: one bottom (labels) and one top, got {len(bottom)} and {len(top)}")
 

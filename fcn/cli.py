@@ -72,7 +72,7 @@ def _train(args: argparse.Namespace) -> int:
     import os
 
     from solvers.relocate import relocate_solver
-    from solvers.training import TrainConfig, summary, train
+    from solvers.training import NonFiniteLoss, TrainConfig, summary, train
     _use_gpu(args.gpu)
     solver = os.path.join(args.model_dir, "solver.prototxt")
     if not os.path.isfile(solver):
@@ -86,8 +86,13 @@ def _train(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--weights {path}: no such file. An FCN starts from a classifier turned "
                                     f"into its body by net surgery; for VGG16: {imagenet('vgg16').how_to_get}")
     from netspec import glog
-    result = train(TrainConfig(solver, weights=args.weights or (), iters=args.iters, score_every=args.score_every,
-                               out_dir=out, heads=heads or None, progress=not glog.info_on_stderr()))
+    try:
+        result = train(TrainConfig(solver, weights=args.weights or (), restore=args.restore, iters=args.iters,
+                                   score_every=args.score_every, out_dir=out, heads=heads or None,
+                                   progress=not glog.info_on_stderr()))
+    except NonFiniteLoss as err:  # the run diverged: a verdict to read, not a crash to debug
+        print(f"fcn train: error: {err}", file=sys.stderr)
+        return 1
     if result.is_main:
         print(summary(result))
     return result.exit_status
@@ -276,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "or a demo stage such as demo/fcn8s)")
     train.add_argument("--data", help="data root in the release's layout (default: the paths in the prototxts)")
     train.add_argument("--weights", action="append", help="initial weights (caffemodel); repeatable")
+    train.add_argument("--restore", "--snapshot", dest="restore", metavar="SOLVERSTATE",
+                       help="resume from a snapshot (OUT/snapshot/<prefix>_iter_N.solverstate; --snapshot is "
+                            "Caffe's name): weights, solver history and, from the .datastate beside it, the data "
+                            "layers' positions, so the run continues exactly as if never stopped")
     train.add_argument("--iters", type=int, help="iterations to run (default: max_iter)")
     train.add_argument("--score-every", type=int, help="score mean IU every N iterations (default: test_interval)")
     train.add_argument("--out", help="output folder for logs, plots, snapshots (default: MODEL_DIR/train)")
@@ -308,10 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command() -> int:
     """The ``fcn`` program: ``main`` in a process that keeps its freed memory for reuse (see
-    ``runner.host_memory``: it spares each forward page-faulting its activations in again)."""
+    ``runner.host_memory``: it spares each forward page-faulting its activations in again), and that
+    leaves at once after a run a signal stopped (``runner.interrupt.exit_for_signal``)."""
     from runner.host_memory import keep_freed_memory
+    from runner.interrupt import exit_for_signal
     keep_freed_memory()
-    return main()
+    return exit_for_signal(main())
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -239,17 +239,20 @@ def _parser(folder: Path, recipe: Recipe) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=folder / RUN_FOLDER,
                         help="output folder: solver copy, log, curves, best.caffemodel, snapshot/ "
                              "(default: %(default)s)")
-    parser.add_argument("--restore", metavar="SOLVERSTATE", help="resume from a snapshot instead of --weights")
+    parser.add_argument("--restore", "--snapshot", dest="restore", metavar="SOLVERSTATE",
+                        help="resume from a snapshot instead of --weights (--snapshot is Caffe's name)")
     parser.add_argument("--gpu", type=int, metavar="DEVICE", help="CUDA device to train on (default: CPU)")
     return parser
 
 
 def main(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) -> int:
     """solve.py's entry point: ``solve`` in a process that keeps its freed memory for reuse (see
-    ``runner.host_memory``: it spares each iteration page-faulting its activations in again)."""
+    ``runner.host_memory``: it spares each iteration page-faulting its activations in again), and that
+    leaves at once after a run a signal stopped (``runner.interrupt.exit_for_signal``)."""
     from runner.host_memory import keep_freed_memory
+    from runner.interrupt import exit_for_signal
     keep_freed_memory()
-    return solve(folder, recipe, argv)
+    return exit_for_signal(solve(folder, recipe, argv))
 
 
 def solve(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) -> int:
@@ -262,6 +265,7 @@ def solve(folder: Path, recipe: Recipe, argv: Optional[Sequence[str]] = None) ->
 
 
 def _solve(folder: Path, recipe: Recipe, args: argparse.Namespace) -> int:
+    from solvers.training import NonFiniteLoss, summary
     try:
         weights = [] if args.restore else [w.locate(given) for w, given in
                                            zip(recipe.weights, args.weights or [None] * len(recipe.weights))]
@@ -269,13 +273,15 @@ def _solve(folder: Path, recipe: Recipe, args: argparse.Namespace) -> int:
             from runner.device import set_device, set_mode_gpu
             set_device(args.gpu)
             set_mode_gpu()
-        from solvers.training import summary
         from netspec import glog
         result = recipe.train(folder / "solver.prototxt", weights, args.data.resolve(), args.out.resolve(),
                               args.iters, args.score_every, args.restore, progress=not glog.info_on_stderr())
-    except (SetupError, FileNotFoundError, ValueError) as err:  # as `fcn train`: missing data, bad weights
+    except (SetupError, OSError, ValueError) as err:  # as `fcn train`: missing data, bad weights, full disk
         print(f"{folder.name}/solve.py: error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLoss as err:  # the run diverged
+        print(f"{folder.name}/solve.py: error: {err}", file=sys.stderr)
+        return 1
     if result.is_main:
         print(summary(result))
     return result.exit_status

@@ -8,6 +8,7 @@ scripts keep working.
 """
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -15,6 +16,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from PIL import Image
+
+from netspec.atomic import write_atomically
+from runner import interrupt
 
 
 def voc_palette() -> np.ndarray:
@@ -34,9 +38,9 @@ def save_label_png(labels: np.ndarray, path: str) -> None:
     """Write a label map as a palette PNG (VOC colours; 255 stays the void colour), atomically."""
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
     image.putpalette(voc_palette().ravel().tolist())
-    temp = f"{path}.tmp{os.getpid()}.png"
-    image.save(temp)
-    os.replace(temp, path)
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    write_atomically(path, png.getvalue())
 
 
 def fast_hist(a: Any, b: Any, n: int) -> Any:
@@ -114,7 +118,8 @@ def compute_hist(net: Any, save_dir: Optional[str], dataset: Sequence[Any], laye
                  gt: str = "label", loss_blob: Optional[str] = "loss") -> tuple:
     """Run ``net`` once per item of ``dataset`` (its data layer supplies the images), accumulate the
     histogram of ``gt`` vs argmax of ``layer`` on the net's device; optionally save each prediction as
-    ``save_dir/<item>.png``. Returns (histogram as numpy, mean loss or None)."""
+    ``save_dir/<item>.png``. Returns (histogram as numpy, mean loss or None). A stop request
+    (``runner.interrupt``) ends it before the next image, with ``Interrupted`` saying how far it got."""
     n_cl = net.blobs[layer].channels
     if save_dir:
         os.makedirs(save_dir, exist_ok=True)
@@ -122,7 +127,8 @@ def compute_hist(net: Any, save_dir: Optional[str], dataset: Sequence[Any], laye
     loss_sum, has_loss = 0.0, loss_blob is not None and loss_blob in net.blobs
     loss_terms: List[torch.Tensor] = []
     with torch.no_grad():
-        for item in dataset:
+        for done, item in enumerate(dataset):
+            interrupt.check(f"after {done} of {len(dataset)} images")
             net.forward()
             score = net.blobs[layer].tensor()[0]
             prediction = score.argmax(0)

@@ -7,6 +7,12 @@ update (learning rate, clipping, normalization, weight decay, the solver type's 
 count the iteration; snapshot every ``snapshot`` iterations. Same order, same float32 arithmetic, same
 file formats, so a run matches real Caffe step for step and moves between the two via snapshots.
 
+Beyond Caffe, a snapshot also records where the data layers are (``solvers.datastate``, captured at the
+start of every iteration, so that a stop in the middle of one snapshots the state it started from) and
+whether its weights are all finite; restore reads both back, which makes a resumed run exact anywhere.
+The weight update and the iteration count are one ``runner.interrupt.critical`` section: a forced
+stop never leaves weights updated for an iteration that was not counted.
+
 The update runs on the parameter tensors where they live (see solvers.updates); the only host
 synchronisation per iteration is the loss the net's forward reports.
 
@@ -15,6 +21,7 @@ Everything Caffe's Solver and SGDSolver log is logged with the same words, numbe
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import OrderedDict
@@ -25,9 +32,11 @@ import torch
 
 from netspec import caffe_pb2, glog
 from netspec.hdf5 import is_hdf5
+from runner import interrupt
 from runner.device import set_random_seed
 from runner.net import Net
 from runner.weights import save_weights_to_hdf5
+from solvers import datastate
 from solvers.learnable import learnable_params
 from solvers.lr_policy import learning_rate
 from solvers.parameters import (NetSource, net_source_for_train, net_sources_for_test, read_solver_parameter,
@@ -36,6 +45,8 @@ from solvers.snapshot import load_state, save_state, snapshot_name
 from solvers.updates import RULES, Hyper, check_hyper_parameters, clip_gradients, f32, normalize, regularize
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+log = logging.getLogger(__name__)
 
 
 class Solver:
@@ -86,6 +97,9 @@ class Solver:
         self._losses: List[np.float32] = []
         self._smoothed_loss = np.float32(0)
         self._iterations_last = 0
+        self._stateful = datastate.stateful_layers(self._net)
+        self._boundary: Optional[Tuple[int, datastate.Captured]] = None  # (iteration, state at its start)
+        self._snapshots: List[Tuple[int, str, bool]] = []  # (iteration, solverstate, weights all finite)
 
     # ----- pycaffe attributes -----
     @property
@@ -185,6 +199,7 @@ class Solver:
         display = self._param.display
         started = time.perf_counter()
         while self._iter < stop_iter:
+            self._boundary = (self._iter, datastate.capture(self._stateful))
             self._net.clear_param_diffs()
             interval = self._param.test_interval
             if interval and self._iter % interval == 0 and (self._iter > 0 or self._param.test_initialization):
@@ -201,10 +216,12 @@ class Solver:
                 started = self._log_progress(started)
             for _, on_gradients_ready in self._callbacks:
                 on_gradients_ready()
-            self.apply_update()
-            self._iter += 1
+            with interrupt.critical():
+                self.apply_update()
+                self._iter += 1
             if self._param.snapshot and self._iter % self._param.snapshot == 0:
-                self.snapshot()
+                with interrupt.finishing():  # a stop request waits for the snapshot under way
+                    self.snapshot()
 
     def apply_update(self) -> None:
         """Update the train net's weights from their accumulated diffs (Caffe's ApplyUpdate). Does not count
@@ -299,7 +316,7 @@ class Solver:
     # ----- snapshots -----
     def snapshot(self) -> None:
         """Write ``<prefix>_iter_<iter>.caffemodel`` and ``.solverstate``, or with ``snapshot_format: HDF5``
-        ``.caffemodel.h5`` and ``.solverstate.h5`` (each atomically)."""
+        ``.caffemodel.h5`` and ``.solverstate.h5`` (each atomically), and the ``.datastate`` beside them."""
         hdf5 = self._param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         if self._param.snapshot_diff and not hdf5:
             raise ValueError("snapshot_diff is supported with snapshot_format: HDF5 only: binary snapshots hold "
@@ -309,18 +326,52 @@ class Solver:
         if hdf5:
             glog.info("solver.cpp:474", "Snapshotting to HDF5 file %s", model)
             save_weights_to_hdf5(self._net.graph, model, write_diff=self._param.snapshot_diff)
-            glog.info("sgd_solver.cpp:296", "Snapshotting solver state to HDF5 file %s", state)
         else:
             glog.info("solver.cpp:464", "Snapshotting to binary proto file %s", model)
             self._net.save(model)
+        finite = self._save_data_state(state)
+        if hdf5:
+            glog.info("sgd_solver.cpp:296", "Snapshotting solver state to HDF5 file %s", state)
+        else:
             glog.info("sgd_solver.cpp:284", "Snapshotting solver state to binary proto file %s", state)
         save_state(state, self._iter, self._current_step, model, self._history, hdf5=hdf5)
+        self._snapshots.append((self._iter, state, finite))
+
+    def _save_data_state(self, solverstate: str) -> bool:
+        """Write the datastate that goes with ``solverstate``; returns whether the weights are all finite.
+        Mid-iteration (a stop cut it short) it is the state that iteration started from."""
+        boundary = self._boundary
+        captured = boundary[1] if boundary is not None and boundary[0] == self._iter \
+            else datastate.capture(self._stateful)
+        bad = self._non_finite_layers()
+        if bad:
+            log.warning("snapshot at iteration %d: the weights of %s are not all finite; do not resume from it",
+                        self._iter, ", ".join(bad))
+        datastate.save(datastate.datastate_path(solverstate), captured, finite_weights=not bad)
+        return not bad
+
+    def _non_finite_layers(self) -> List[str]:
+        """Layers with a NaN or infinite weight (one device sync per parameter blob)."""
+        return sorted({p.layer for p in self._learnable if not bool(torch.isfinite(p.blob.tensor()).all())})
+
+    def finite_snapshot_before(self, iteration: int) -> Optional[str]:
+        """The solverstate of the latest snapshot (written or restored by this solver) taken before
+        ``iteration`` whose weights are all finite; None when there is none."""
+        earlier = [(it, path) for it, path, finite in self._snapshots if finite and it < iteration]
+        return max(earlier)[1] if earlier else None
+
+    def has_snapshot(self, iteration: int) -> bool:
+        """Whether this solver wrote (or restored from) a snapshot of ``iteration``."""
+        return any(it == iteration for it, _, _ in self._snapshots)
 
     def restore(self, state_file: PathLike) -> None:
         """Continue from a ``.solverstate`` or ``.solverstate.h5`` (ours or real Caffe's): its iteration, lr
-        policy step, history, and the weights of the caffemodel it names."""
+        policy step, history, and the weights of the caffemodel it names; with the ``.datastate`` beside it
+        (ours), the data layers' positions and the generators too."""
         path = os.fspath(state_file)
         saved = load_state(path)
+        data_path = datastate.datastate_path(path)
+        data = datastate.load(data_path)
         if len(saved.history) != len(self._history):
             raise ValueError(f"{path}: incorrect length of history blobs: the file has {len(saved.history)}, "
                              f"this {self._type} solver on net '{self._net.name}' keeps {len(self._history)}")
@@ -337,6 +388,13 @@ class Solver:
         with torch.no_grad():
             for mine, theirs in zip(self._history, saved.history):
                 mine.copy_(torch.from_numpy(np.array(theirs, dtype=np.float32).reshape(tuple(mine.shape))))
+        self._boundary = None
+        if data is not None:
+            datastate.apply(data, self._stateful, data_path)
+        elif self._stateful:
+            log.warning("%s: no %s beside it, so the data layers start from their first sample; the run "
+                        "continues as the original only if it stopped at an epoch boundary", path, data_path)
+        self._snapshots.append((self._iter, path, not self._non_finite_layers()))
 
 
 #: Where Caffe's InitTrainNet logs each way of giving the train net.

@@ -3,14 +3,23 @@
 It is the FCN release's solve.py made robust: load initial weights (or run surgery), step in chunks,
 score mean IU on the validation net every N iterations (the test net shares the train net's weights),
 and keep a record of everything: a JSONL log (smoothed loss, lr, seconds, data-wait seconds, metrics),
-a PNG of the curves, and the best-mean-IU weights. Faults do not lose work: SIGINT/SIGTERM snapshot and
-return (Caffe's default action), a non-finite loss stops before the bad update with an error naming the
-iteration, and every file is written atomically. Under ``torchrun`` the ranks train data-parallel and
-rank 0 alone logs, scores and snapshots.
+a PNG of the curves, and the best-mean-IU weights. Faults do not lose work:
+
+* SIGINT/SIGTERM snapshot and return (Caffe's default action) within about a second whatever the run is
+  doing (``runner.interrupt``): waiting for data (a stalled read is abandoned, naming the file), scoring
+  (stopped at the next image, the partial score discarded), writing a snapshot (finished first); a second
+  signal stops at once. The result's ``exit_status`` is 128 + the signal, as a shell reports it.
+* A non-finite loss stops before the bad update with an error naming the iteration and the last snapshot
+  whose weights are all finite (the latest one may already hold huge or NaN weights).
+* Every file is written atomically; a failed write (a full disk) is one error naming the file, and the
+  temporary files of runs that were killed outright are cleared when a run starts in their folder.
+
+Under ``torchrun`` the ranks train data-parallel and rank 0 alone logs, scores and snapshots.
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -21,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from netspec import caffe_pb2, glog
+from netspec.atomic import remove_stale_temps, write_atomically
+from runner import interrupt
 from runner.device import set_device, set_mode_gpu
 from solvers import distributed
 from solvers.api import get_solver
@@ -33,10 +44,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLoss(RuntimeError):
     """Training produced a NaN or infinite loss; the weights were not updated with it."""
-
-
-class _Interrupted(Exception):
-    """Raised inside a step when SIGINT/SIGTERM arrived, so the loop can snapshot and stop."""
 
 
 @dataclass
@@ -95,13 +102,6 @@ def unset_parameters(net: Any) -> List[str]:
     return suspicious
 
 
-def _atomic_text(path: str, text: str) -> None:
-    temp = f"{path}.{os.getpid()}.tmp"
-    with open(temp, "w") as handle:
-        handle.write(text)
-    os.replace(temp, path)
-
-
 class _Records:
     """The JSONL log, the curves PNG and the best weights of one run (rank 0 only)."""
 
@@ -131,7 +131,7 @@ class _Records:
         if mean_iu == mean_iu and (self.best is None or mean_iu > self.best):
             self.best = mean_iu
             net.save(self.best_path)
-            _atomic_text(self.best_path + ".json", json.dumps({"iter": iteration, **metrics}, indent=1))
+            write_atomically(self.best_path + ".json", json.dumps({"iter": iteration, **metrics}, indent=1).encode())
         self.plot()
 
     def plot(self) -> None:
@@ -147,10 +147,10 @@ class _Records:
             bottom.plot([s["iter"] for s in self.scores], [100 * s["mean_iu"] for s in self.scores], marker="o")
         bottom.set_ylabel("mean IU (%)")
         bottom.set_xlabel("iteration")
-        temp = f"{self.plot_path}.{os.getpid()}.tmp.png"
-        fig.savefig(temp, dpi=80)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=80)
         plt.close(fig)
-        os.replace(temp, self.plot_path)
+        write_atomically(self.plot_path, png.getvalue())
 
 
 def _data_wait(net: Any) -> float:
@@ -169,6 +169,53 @@ def _score_ids(net: Any) -> List[str]:
 def train(config: TrainConfig) -> TrainResult:
     """Run the solve loop; see the module docstring."""
     group = distributed.init_from_environment()
+    with interrupt.stop_on_signals():
+        try:
+            solver, records, suspicious = _prepare(config, group)
+        except interrupt.Interrupted as stop:  # e.g. a stalled read of the first samples while building the nets
+            interrupt.acknowledge()
+            log.warning("%s: stopped while setting up, before any training (%s)", _name(stop.signum), stop)
+            distributed.shutdown(group)
+            return TrainResult(0, True, "", None, None, None, stop_signal=stop.signum, is_main=group.is_main)
+        param = solver.param
+        iters = config.iters if config.iters is not None else max(param.max_iter - solver.iter, 0)
+        score_every = config.score_every or param.test_interval or iters or 1
+        scores_at_all = score_every - solver.iter % score_every <= iters
+        heads = scored_heads(config, solver) if scores_at_all else []
+        # On the solver's own parameters (``param`` is a copy): Caffe-style testing would move the test data
+        # layers off the first sample that scoring expects, and only rank 0 writes snapshots.
+        solver._param.test_interval = 0  # scoring is this loop's job, on its own schedule
+        if not group.is_main:
+            solver._param.snapshot = 0
+        solver.log_solving()
+        stop = _run(solver, group, records, iters, score_every, config, heads)
+        interrupt.acknowledge()
+        try:
+            wanted = not stop.hard if stop is not None else param.snapshot_after_train
+            if group.is_main and wanted and not solver.has_snapshot(solver.iter):
+                with interrupt.finishing():
+                    solver.snapshot()
+            if stop is not None:
+                glog.info("solver.cpp:311", "Optimization stopped early.")
+            else:
+                solver.log_done()
+            distributed.barrier(group)
+            distributed.shutdown(group)
+        except interrupt.Interrupted as second:  # a second signal: the snapshot under way is given up
+            log.warning("%s; no snapshot at iteration %d", second, solver.iter)
+            stop = stop or second
+    return TrainResult(solver.iter, stop is not None, records.log_path if records else "",
+                       records.plot_path if records and records.scores else None,
+                       records.best_path if records and records.best is not None else None,
+                       records.best if records else None, records.scores if records else [], suspicious,
+                       stop.signum if stop is not None else None, group.is_main)
+
+
+def _prepare(config: TrainConfig, group: distributed.ProcessGroup) -> Tuple[Solver, Optional[_Records], List[str]]:
+    """The solver with its starting weights (files, surgery or a snapshot to resume), and the records."""
+    if config.restore and config.weights:
+        raise ValueError("give a snapshot to resume training (--restore) or weights to fine-tune (--weights), "
+                         "not both")
     glog.set_root_solver(group.is_main)
     solver = get_solver(config.solver_path)
     if solver.param.HasField("solver_mode") and solver.param.solver_mode == caffe_pb2.SolverParameter.GPU \
@@ -186,55 +233,43 @@ def train(config: TrainConfig) -> TrainResult:
         log.warning("%d layer(s) with weights still at a constant value (no weights file or surgery set them): "
                     "%s; the net may predict a single class", len(suspicious), ", ".join(suspicious))
     param = solver.param
-    iters = config.iters if config.iters is not None else max(param.max_iter - solver.iter, 0)
-    score_every = config.score_every or param.test_interval or iters or 1
-    scores_at_all = score_every - solver.iter % score_every <= iters
-    heads = scored_heads(config, solver) if scores_at_all else []
     out_dir = config.out_dir or os.path.dirname(os.path.abspath(param.snapshot_prefix or config.solver_path))
     records = _Records(out_dir) if group.is_main else None
-    if not group.is_main:
-        param.snapshot = 0
-    param.test_interval = 0  # scoring is this loop's job, on its own schedule
-    solver.log_solving()
-    stop_signal = _run(solver, group, records, iters, score_every, config, heads)
-    interrupted = stop_signal is not None
-    just_snapshotted = param.snapshot and solver.iter % param.snapshot == 0
-    if group.is_main and (interrupted or (param.snapshot_after_train and not just_snapshotted)):
-        solver.snapshot()  # unless the last step just wrote it (Caffe's Solve, which would log it twice)
-    if interrupted:
-        glog.info("solver.cpp:311", "Optimization stopped early.")
-    else:
-        solver.log_done()
-    distributed.barrier(group)
-    distributed.shutdown(group)
-    return TrainResult(solver.iter, interrupted, records.log_path if records else "",
-                       records.plot_path if records and records.scores else None,
-                       records.best_path if records and records.best is not None else None,
-                       records.best if records else None, records.scores if records else [], suspicious,
-                       stop_signal, group.is_main)
+    if group.is_main:
+        snapshot_dir = os.path.dirname(os.path.abspath(param.snapshot_prefix)) if param.snapshot_prefix else out_dir
+        for folder in sorted({out_dir, snapshot_dir}):
+            stale = remove_stale_temps(folder)
+            if stale:
+                log.warning("removed %d temporary file(s) left in %s by runs that were killed while writing: %s",
+                            len(stale), folder, ", ".join(p.name for p in stale))
+    return solver, records, suspicious
+
+
+def _name(signum: int) -> str:
+    return signal.Signals(signum).name
 
 
 def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Records], iters: int,
-         score_every: int, config: TrainConfig, heads: List[Tuple[str, str, bool]]) -> Optional[int]:
-    """Step and score until ``iters`` iterations are done or a signal arrives; returns that signal."""
-    stop = {"signal": None}
+         score_every: int, config: TrainConfig,
+         heads: List[Tuple[str, str, bool]]) -> Optional[interrupt.Interrupted]:
+    """Step and score until ``iters`` iterations are done or a stop is requested; returns that request."""
     started = time.perf_counter()
     averager = distributed.gradient_averager(solver, group)
     display = solver.param.display or 20
     bar = _progress(iters, config.progress and group.is_main, config.label)
 
     def on_start() -> None:
-        if stop["signal"] is not None:
-            raise _Interrupted()
+        interrupt.check("stopped between two iterations")
 
     def on_gradients_ready() -> None:
         loss = solver.smoothed_loss
         bad = averager(0.0 if math.isfinite(loss) else 1.0)
         if bad:
-            raise NonFiniteLoss(f"iteration {solver.iter}: the loss is {loss} (non-finite) on "
-                                f"{int(bad)} process(es); stopped before updating the weights. The last good "
-                                f"snapshot is the latest '{solver.param.snapshot_prefix}_iter_*.caffemodel"
-                                f"{'.h5' if solver.param.snapshot_format == caffe_pb2.SolverParameter.HDF5 else ''}'")
+            good = solver.finite_snapshot_before(solver.iter)
+            resume = f"the last snapshot with finite weights is {good}" if good else \
+                "no snapshot with finite weights was written or restored before it in this run"
+            raise NonFiniteLoss(f"iteration {solver.iter}: the loss is {loss} (non-finite) on {int(bad)} "
+                                f"process(es); stopped before updating the weights; {resume}")
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4g}")
@@ -242,30 +277,36 @@ def _run(solver: Solver, group: distributed.ProcessGroup, records: Optional[_Rec
             records.loss(solver.iter, loss, solver.lr, time.perf_counter() - started, _data_wait(solver.net))
 
     solver.add_callback(on_start, on_gradients_ready)
-    previous = {sig: signal.signal(sig, lambda s, _: stop.__setitem__("signal", s))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
     end = solver.iter + iters
+    scoring = False
     try:
         with _logging_above(bar):
             while solver.iter < end:
                 chunk = min(score_every - solver.iter % score_every, end - solver.iter)
-                try:
-                    solver.step(chunk)
-                except _Interrupted:
-                    log.info("signal %s at iteration %d: snapshotting and stopping", stop["signal"], solver.iter)
-                    if records is not None:
-                        records.write({"iter": solver.iter, "event": "interrupted"})
-                    return int(stop["signal"])
+                solver.step(chunk)
                 if solver.iter % score_every == 0 and heads:
+                    scoring = True
                     if records is not None:
                         _score(solver, records, config, heads)
                     distributed.barrier(group)
+                    scoring = False
+    except interrupt.Interrupted as stop:
+        interrupt.acknowledge()
+        _report_stop(stop, scoring, solver.iter, records)
+        return stop
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if bar is not None:
             bar.close()
     return None
+
+
+def _report_stop(stop: interrupt.Interrupted, scoring: bool, iteration: int, records: Optional[_Records]) -> None:
+    """Say why and where the run stopped, in the console and in the log."""
+    what = f"scoring stopped ({stop}); the partial score is discarded" if scoring else str(stop)
+    then = "stopping without a snapshot" if stop.hard else "snapshotting and stopping"
+    log.warning("%s at iteration %d: %s; %s", _name(stop.signum), iteration, what, then)
+    if records is not None:
+        records.write({"iter": iteration, "event": "interrupted"})
 
 
 def scored_heads(config: TrainConfig, solver: Solver) -> List[Tuple[str, str, bool]]:
@@ -291,12 +332,14 @@ def _score(solver: Solver, records: _Records, config: TrainConfig, heads: List[T
     ids = _score_ids(net)
     (layer, gt, present_only), *also = heads
     scores = seg_tests(solver, save, ids, layer=layer, gt=gt, present_only=present_only)
+    heads_scores = [(head, seg_tests(solver, None, ids, layer=head, gt=head_gt, present_only=present))
+                    for head, head_gt, present in also]
     log.info("%s", format_scores(scores, solver.iter))
-    records.score(solver.iter, _json_metrics(scores), solver.net)
-    for layer, gt, present_only in also:
-        head = seg_tests(solver, None, ids, layer=layer, gt=gt, present_only=present_only)
-        log.info("%s: %s", layer, format_scores(head, solver.iter))
-        records.write({"iter": solver.iter, "head": layer, **_json_metrics(head)})
+    with interrupt.finishing():  # the records of a complete scoring are worth their write
+        records.score(solver.iter, _json_metrics(scores), solver.net)
+        for head, head_scores in heads_scores:
+            log.info("%s: %s", head, format_scores(head_scores, solver.iter))
+            records.write({"iter": solver.iter, "head": head, **_json_metrics(head_scores)})
 
 
 def _json_metrics(scores: Any) -> Dict[str, Any]:

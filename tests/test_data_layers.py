@@ -165,7 +165,7 @@ def test_shards_split_the_data_between_ranks(voc6: Dict[str, str]) -> None:
     ("dict(split='val')", "literal"),
     ("{'split': 'val'}", "lacks voc_dir"),
     ("{'split': 'val', 'voc_dir': '.', 'speed': 3}", "unknown param_str key"),
-    ("{'split': 'val', 'voc_dir': '.', 'mean': (1, 2)}", "3 values"),
+    ("{'split': 'val', 'voc_dir': '.', 'mean': (1, 2)}", "mean must be 3 finite"),
 ])
 def test_param_str_is_a_checked_literal(param_str: str, message: str) -> None:
     layer = VOCSegDataLayer()
@@ -213,8 +213,8 @@ def test_prefetch_hides_decoding_and_the_wait_is_measured(voc6: Dict[str, str]) 
     ahead = _steps_waited(dict(voc6, split="val", prefetch=3, workers=2), 6, 0.06)
     assert inline.wait_seconds >= 6 * 2 * SlowVOC.delay  # two tops decoded per step, all waited for
     assert ahead.wait_seconds < 0.5 * inline.wait_seconds
-    assert inline.threads == {threading.main_thread().name}
-    assert all(name.startswith("data-prefetch") for name in ahead.threads)
+    # Even without read-ahead the read runs on a worker thread, so that a stop request can abandon it.
+    assert all(name.startswith("data-prefetch") for name in inline.threads | ahead.threads)
 
 
 # ----- bad input, for every format -----

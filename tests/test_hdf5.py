@@ -134,6 +134,7 @@ def test_our_hdf5_snapshot_has_caffes_layout_and_values(our_run):
             else:
                 assert_close(got[key], value, f"{name}: {key}")
     assert sorted(os.listdir(our_run["folder"])) == [f"snap_iter_{RESUME_AT}.caffemodel.h5",
+                                                     f"snap_iter_{RESUME_AT}.datastate",  # ours; Caffe ignores it
                                                      f"snap_iter_{RESUME_AT}.solverstate.h5", "solver.prototxt"]
 
 

@@ -180,7 +180,7 @@ def test_our_snapshot_files(runs, case):
         np.testing.assert_array_equal(weights[layer][int(index)], want)
     leftovers = sorted(os.listdir(run.ours))
     assert leftovers == sorted(f"snap_iter_{i}.{ext}" for i in (RESUME_AT, STEPS)
-                               for ext in ("caffemodel", "solverstate"))
+                               for ext in ("caffemodel", "solverstate", "datastate"))  # datastate: ours only
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -259,8 +259,8 @@ def test_periodic_snapshots_and_no_temp_files(tmp_path):
     with working_dir(str(tmp_path)):
         solver.step(4)
     names = sorted(n for n in os.listdir(tmp_path) if n != "solver.prototxt")
-    assert names == ["snap_iter_2.caffemodel", "snap_iter_2.solverstate",
-                     "snap_iter_4.caffemodel", "snap_iter_4.solverstate"]
+    assert names == ["snap_iter_2.caffemodel", "snap_iter_2.datastate", "snap_iter_2.solverstate",
+                     "snap_iter_4.caffemodel", "snap_iter_4.datastate", "snap_iter_4.solverstate"]
 
 
 # ----- solver behaviour -----
