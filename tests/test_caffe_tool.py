@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -29,6 +29,7 @@ from fcn.tools import caffe as caffe_tool
 from netspec import caffe_pb2
 from netspec.caffemodel import read_caffemodel
 from runner import caffe_rng
+from runner.device import set_mode_cpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "caffe_tool")
@@ -76,7 +77,8 @@ def run_in_process(argv: Sequence[str], cwd) -> Tuple[int, str, str]:
                 status = exit.code
     finally:
         os.chdir(previous)
-        caffe_rng.unseed()  # a seeded train leaves Caffe's generator to no other test
+        caffe_rng.unseed()  # a seeded train leaves Caffe's generator, and a --gpu run the GPU, to no other test
+        set_mode_cpu()
     return status, out.getvalue(), err.getvalue()
 
 
@@ -264,7 +266,8 @@ def test_snapshot_and_weights_together_is_caffes_check(folder):
     (["train"], "caffe.cpp:167", "Check failed: FLAGS_solver.size() > 0 (0 vs. 0) Need a solver definition to train."),
     (["test", "--weights=w"], "caffe.cpp:258",
      "Check failed: FLAGS_model.size() > 0 (0 vs. 0) Need a model definition to score."),
-    (["test", "--model=m"], "caffe.cpp:259", "Check failed: FLAGS_weights.size() > 0 (0 vs. 0) Need model weights to score."),
+    (["test", "--model=m"], "caffe.cpp:259",
+     "Check failed: FLAGS_weights.size() > 0 (0 vs. 0) Need model weights to score."),
     (["time"], "caffe.cpp:331", "Check failed: FLAGS_model.size() > 0 (0 vs. 0) Need a model definition to time."),
     (["time", "--model=train_val.prototxt", "--phase=VAL"], "caffe.cpp:119", 'phase must be "TRAIN" or "TEST"'),
     (["train", "--solver=solver.prototxt", "--sighup_effect=later"], "caffe.cpp:162",
