@@ -22,6 +22,10 @@ and log parsers written for ``caffe`` (tools/extra/parse_log.py) work on its out
   measures them (``fcn.timing``), in Caffe's lines ("Average Forward pass", "Total Time").
 * ``device_query``: the CUDA devices ``--gpu`` names, as PyTorch describes them.
 
+Nets are built as Caffe builds them, Python layers included (Caffe's tool is built WITH_PYTHON_LAYER), and
+a solver's ``random_seed`` seeds Caffe's own generator (``runner.caffe_rng``), so a fresh net starts from
+the very weights real Caffe gives it.
+
 Exit status: Caffe's where Caffe exits: 0; 1 for a command line gflags refuses; no action or more than one:
 gflags' usage on stdout and 0. Where real Caffe aborts (a failed CHECK, LOG(FATAL): unknown action, both
 ``--snapshot`` and ``--weights``, a GPU in a CPU-only build; exit -6 with a stack trace), this tool prints

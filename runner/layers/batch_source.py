@@ -43,9 +43,14 @@ class BatchSource(Layer):
 
     @contextlib.contextmanager
     def setting_up(self) -> Iterator[None]:
-        """The part of construction that is Caffe's LayerSetUp: its lines wait until the net sets the layer up."""
-        with glog.held(self.setup_records):
-            yield
+        """The part of construction that is Caffe's LayerSetUp: its lines wait until the net sets the layer up
+        (or, when it fails, come out before the error does)."""
+        try:
+            with glog.held(self.setup_records):
+                yield
+        except BaseException:
+            glog.release(self.setup_records)
+            raise
 
     def positive(self, field: str, value: int) -> int:
         """A count from the layer's parameters that must be positive (batch_size, ...)."""
