@@ -60,7 +60,7 @@ USAGE = ("command line brew\nusage: caffe <command> <args>\n\ncommands:\n"
          "  time            benchmark model execution time")
 #: Errors from the packages below the tool that are bad input, reported as one F line.
 INPUT_ERRORS = (ValueError, OSError, RuntimeError, NotImplementedError)
-#: The line of caffe.cpp's NO_GPU in get_gpus, and of CPU-only Caffe's SetDevice (common.cpp).
+#: What a CPU-only Caffe says where a GPU is asked for (its NO_GPU: get_gpus' 'all', SetDevice).
 NO_GPU_MESSAGE = "Cannot use GPU in CPU-only Caffe: check mode."
 
 
