@@ -22,6 +22,7 @@ setup(
     },
     entry_points={"console_scripts": [
         "fcn = fcn.cli:command",
+        "caffe = fcn.tools.caffe:command",
         # Caffe's tools under Caffe's names and arguments
         "convert_imageset = fcn.tools.convert_imageset:main",
         "compute_image_mean = fcn.tools.compute_image_mean:main",

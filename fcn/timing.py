@@ -83,28 +83,40 @@ def _backward(graph: NetGraph, seen: List[Tuple[Tensors, Tensors]], sync: Callab
                 grads[id(bottom)] = grads[id(bottom)] + grad if id(bottom) in grads else grad
 
 
+def time_pass(net: Net, forward_ms: List[float], backward_ms: List[float], forward_only: bool = False
+              ) -> Tuple[float, float]:
+    """One timed forward (and backward) pass of ``net``: adds each layer's milliseconds into ``forward_ms`` and
+    ``backward_ms`` (one entry per layer) and returns the milliseconds of the whole forward and backward
+    passes (Caffe's forward_timer and backward_timer, which also count the time between layers)."""
+    graph = net.graph
+    sync = _synchronizer(graph)
+    with torch.set_grad_enabled(not forward_only):
+        started = time.perf_counter()
+        seen = _forward(graph, sync, forward_ms)
+        forward = (time.perf_counter() - started) * 1e3
+        backward = 0.0
+        if not forward_only:
+            started = time.perf_counter()
+            _backward(graph, seen, sync, backward_ms)
+            backward = (time.perf_counter() - started) * 1e3
+    return forward, backward
+
+
 def time_net(net: Net, iterations: int = 50, forward_only: bool = False) -> List[LayerTime]:
     """Average per-layer forward (and backward) milliseconds of ``net`` over ``iterations`` passes."""
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
-    graph = net.graph
-    sync = _synchronizer(graph)
-    forward_ms = [0.0] * len(graph.slots)
-    backward_ms = [0.0] * len(graph.slots)
+    layers = len(net.graph.slots)
     passes = "forward" if forward_only else "forward-backward"
     print(f"timing {iterations} {passes} passes of '{net.name or 'net'}' (one more warms up)", file=sys.stderr,
           flush=True)
-    for iteration in tqdm(range(iterations + 1), desc="time", unit="pass", disable=None):
-        # the first pass warms up and is not counted
-        with torch.set_grad_enabled(not forward_only):
-            seen = _forward(graph, sync, forward_ms)
-            if not forward_only:
-                _backward(graph, seen, sync, backward_ms)
-        if iteration == 0:
-            forward_ms = [0.0] * len(graph.slots)
-            backward_ms = [0.0] * len(graph.slots)
+    time_pass(net, [0.0] * layers, [0.0] * layers, forward_only)  # warms up, not counted
+    forward_ms = [0.0] * layers
+    backward_ms = [0.0] * layers
+    for _ in tqdm(range(iterations), desc="time", unit="pass", disable=None):
+        time_pass(net, forward_ms, backward_ms, forward_only)
     return [LayerTime(slot.name, slot.type, f / iterations, b / iterations)
-            for slot, f, b in zip(graph.slots, forward_ms, backward_ms)]
+            for slot, f, b in zip(net.graph.slots, forward_ms, backward_ms)]
 
 
 def format_times(times: List[LayerTime], forward_only: bool = False) -> str:

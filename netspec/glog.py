@@ -179,6 +179,29 @@ def google_logging(minloglevel: Optional[int] = None, logtostderr: Optional[bool
         _apply_flags()
 
 
+@contextlib.contextmanager
+def held(records: list) -> Iterator[None]:
+    """Keep the lines logged inside (appended to ``records``) instead of writing them, for code that runs
+    before the point where Caffe logs the same lines (a data layer built in one step that Caffe sets up
+    only after the net wired it); ``release(records)`` writes them there."""
+    def hold(record: logging.LogRecord) -> bool:
+        records.append(record)
+        return False
+    logger.addFilter(hold)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hold)
+
+
+def release(records: list) -> None:
+    """Write the lines ``held`` kept, stamped now, and forget them."""
+    for record in records:
+        record.created = time.time()
+        logger.handle(record)
+    records.clear()
+
+
 def info_on_stderr() -> bool:
     """Whether INFO lines reach stderr now: then a command prints Caffe's log, not a progress bar, so that
     stderr stays a clean glog log (a bar's carriage returns would glue lines together for parse_log.py)."""

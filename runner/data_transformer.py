@@ -4,8 +4,9 @@ For every item: decide the mirror (``mirror && Rand(2)``: in TEST too, Caffe has
 then the crop offsets (random in TRAIN, centred ``((H-c)//2, (W-c)//2)`` otherwise), then
 ``out = (pixel - mean) * scale`` with the mean taken at the pixel's source position (a mean file is
 cropped with the image) and the crop written mirrored. Computed in float32 as Caffe's ``Dtype``, the
-results equal real Caffe's bit for bit. Caffe's random numbers cannot be reproduced (boost's
-generator); the draws follow the same rules from a generator seeded by ``caffe.set_random_seed``.
+results equal real Caffe's bit for bit. The random choices are Caffe's ``Rand(n)``: the next output of the
+transformer's own mt19937 modulo n, that generator seeded by a draw from the global one (InitRand), so
+that after ``caffe.set_random_seed`` they are real Caffe's (``runner.caffe_rng``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from google.protobuf.message import DecodeError
 from netspec import caffe_pb2, glog
 from netspec.caffemodel import blob_shape
 from runner.datum import datum_pixels
+from runner.caffe_rng import MT19937
 from runner.device import caffe_rng_seed
 
 TRAIN = caffe_pb2.TRAIN
@@ -44,6 +46,11 @@ def read_mean_file(path: str) -> np.ndarray:
     return values.reshape(legacy)[0]
 
 
+def needs_rand(mirror: bool, crop_size: int, phase: int) -> bool:
+    """Whether Caffe's transformer draws: a mirror, or a random crop (TRAIN)."""
+    return bool(mirror) or (phase == TRAIN and crop_size > 0)
+
+
 def _dims(shape: Tuple[int, ...]) -> str:
     return "x".join(str(d) for d in shape)
 
@@ -68,8 +75,18 @@ class DataTransformer:
             self.mean = read_mean_file(self.mean_file)
         self.mean_values = np.asarray(param.mean_value, dtype=np.float32)
         self.random_crop = phase == TRAIN and self.crop_size > 0
-        # as Caffe's InitRand: a generator only where a draw is needed, seeded from the global one
-        self._rng = np.random.default_rng(caffe_rng_seed()) if self.mirror or self.random_crop else None
+        self._rng: Optional[MT19937] = None
+        self.init_rand()
+
+    def init_rand(self) -> None:
+        """Caffe's InitRand: a generator of its own, seeded from the global one, where a draw is needed
+        (prefetching layers call it again when they start, as Caffe's do)."""
+        if needs_rand(self.mirror, self.crop_size, self.phase):
+            self._rng = MT19937(caffe_rng_seed())
+
+    def rand(self, n: int) -> int:
+        """Caffe's Rand(n)."""
+        return self._rng() % n
 
     # ----- decoding -----
     def decode(self, datum: "caffe_pb2.Datum", where: str) -> np.ndarray:
@@ -104,12 +121,12 @@ class DataTransformer:
                              f"shaped by its first item (items of one batch must have one size: resize them, "
                              f"or use batch_size 1)")
         channels, height, width = image.shape
-        do_mirror = self.mirror and bool(self._rng.integers(2))
+        do_mirror = self.mirror and bool(self.rand(2))
         h_off = w_off = 0
         if self.crop_size:
             if self.random_crop:
-                h_off = int(self._rng.integers(height - self.crop_size + 1))
-                w_off = int(self._rng.integers(width - self.crop_size + 1))
+                h_off = self.rand(height - self.crop_size + 1)
+                w_off = self.rand(width - self.crop_size + 1)
             else:
                 h_off, w_off = (height - self.crop_size) // 2, (width - self.crop_size) // 2
         rows, cols = slice(h_off, h_off + shape[1]), slice(w_off, w_off + shape[2])

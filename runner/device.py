@@ -10,6 +10,8 @@ import warnings
 
 import torch
 
+from runner import caffe_rng
+
 _state = {"gpu": False, "device_id": 0}
 
 
@@ -60,11 +62,18 @@ def current_device() -> torch.device:
 
 
 def set_random_seed(seed: int) -> None:
-    """Seed every random source a net uses (fillers, Dropout), as Caffe's ``set_random_seed``."""
+    """Seed every random source a net uses, as Caffe's ``set_random_seed``: Caffe's own generator
+    (``runner.caffe_rng``: fillers and the seeds of data layers draw Caffe's very numbers from it) and
+    torch's (Dropout and whatever else runs on torch)."""
     torch.manual_seed(int(seed))
+    caffe_rng.seed(seed)
 
 
 def caffe_rng_seed() -> int:
-    """A seed for a component's own generator, drawn from the global one that ``set_random_seed`` seeds
-    (Caffe's ``caffe_rng_rand()``), so that seeding once makes every random choice of a net repeatable."""
+    """A seed for a component's own generator (Caffe's ``caffe_rng_rand()``): the next number of Caffe's
+    generator once ``set_random_seed`` seeded it, else one from torch's, so that seeding once makes every
+    random choice of a net repeatable."""
+    stream = caffe_rng.stream()
+    if stream is not None:
+        return stream.rand()
     return int(torch.randint(0, 2 ** 31 - 1, (1,)).item())

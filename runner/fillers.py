@@ -1,15 +1,20 @@
-"""Caffe's weight fillers, so that a freshly built net starts from the distribution Caffe would use.
+"""Caffe's weight fillers, so that a freshly built net starts from the weights Caffe would give it.
 
-The random values cannot equal Caffe's (its RNG is boost's), but every filler draws from the same
-distribution with the same bounds, fan computation and row rules; ``bilinear`` is deterministic and
-reproduces Caffe's float32 arithmetic bit for bit, because FCN's upsampling weights depend on it.
+Once ``set_random_seed`` (or a solver's ``random_seed``) seeded Caffe's generator (``runner.caffe_rng``),
+the random fillers draw Caffe's very numbers from it, in Caffe's float32 arithmetic (xavier's
+``sqrt(3/n)``, msra's ``sqrt(2/n)``, positive_unitball's row sums): a seeded net equals real Caffe's, value
+for value. Unseeded, they draw the same distributions from torch's generator, on the tensor's device.
+``bilinear`` is deterministic and reproduces Caffe's float32 arithmetic bit for bit.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Callable, Dict, Optional
 
+import numpy as np
 import torch
+
+from runner import caffe_rng
 
 #: FillerParameter.VarianceNorm values (caffe.proto): FAN_IN = 0, FAN_OUT = 1, AVERAGE = 2.
 _FAN_IN, _FAN_OUT, _AVERAGE = 0, 1, 2
@@ -64,6 +69,35 @@ def _msra(t: torch.Tensor, f: Any, g: Optional[torch.Generator]) -> None:
     t.normal_(0.0, math.sqrt(2.0 / _fan_n(t, f)), generator=g)
 
 
+def _fan_n32(t: torch.Tensor, f: Any) -> np.float32:
+    """Caffe's ``Dtype n`` of xavier/msra: fan_in, fan_out or their sum halved in float."""
+    count = t.numel()
+    fan_in, fan_out = count // _legacy_dim(t, 0), count // _legacy_dim(t, 1)
+    if f.variance_norm == _AVERAGE:
+        return np.float32(fan_in + fan_out) / np.float32(2)
+    return np.float32(fan_out if f.variance_norm == _FAN_OUT else fan_in)
+
+
+def _caffe_values(t: torch.Tensor, f: Any, rng: caffe_rng.CaffeRNG) -> np.ndarray:
+    """The values Caffe's filler writes into a blob of ``t``'s shape, drawn from Caffe's generator."""
+    count, kind = t.numel(), f.type
+    if kind == "gaussian":
+        values = rng.gaussian(count, f.mean, f.std)
+        if f.sparse >= 0:
+            keep = min(np.float32(1), np.float32(f.sparse) / np.float32(_legacy_dim(t, 0)))
+            values *= rng.bernoulli(count, keep)
+        return values
+    if kind == "uniform":
+        return rng.uniform(count, f.min, f.max)
+    if kind == "xavier":
+        scale = np.sqrt(np.float32(3) / _fan_n32(t, f))
+        return rng.uniform(count, -scale, scale)
+    if kind == "msra":
+        return rng.gaussian(count, 0.0, np.sqrt(np.float32(2) / _fan_n32(t, f)))
+    rows = rng.uniform(count, 0.0, 1.0).reshape(_legacy_dim(t, 0), -1)  # positive_unitball
+    return rows / np.cumsum(rows, axis=1, dtype=np.float32)[:, -1:]  # each row's sum as Caffe adds it
+
+
 def bilinear_kernel(size: int) -> torch.Tensor:
     """The size x size bilinear upsampling kernel exactly as Caffe's float32 arithmetic computes it.
 
@@ -98,10 +132,15 @@ _FILLERS: Dict[str, Callable[[torch.Tensor, Any, Optional[torch.Generator]], Non
 }
 
 
+#: The fillers that draw random numbers (from Caffe's generator once it is seeded).
+_CAFFE_RANDOM = ("gaussian", "uniform", "xavier", "msra", "positive_unitball")
+
+
 def fill(tensor: torch.Tensor, filler_param: Any, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Fill ``tensor`` in place as Caffe's filler ``filler_param`` (a FillerParameter) would; returns it.
 
-    ``None`` means Caffe's default FillerParameter: constant 0.
+    ``None`` means Caffe's default FillerParameter: constant 0. Random fillers draw from Caffe's generator
+    when it is seeded and no ``generator`` is given, else from ``generator`` (default: torch's).
     """
     if filler_param is None:
         with torch.no_grad():
@@ -116,6 +155,11 @@ def fill(tensor: torch.Tensor, filler_param: Any, generator: Optional[torch.Gene
                          "(only the gaussian filler takes sparse >= 0)")
     if tensor.numel() == 0:
         raise ValueError(f"filler {kind!r}: cannot fill an empty blob of shape {tuple(tensor.shape)}")
+    stream = caffe_rng.stream() if generator is None else None
     with torch.no_grad():
-        impl(tensor, filler_param, generator)
+        if stream is not None and kind in _CAFFE_RANDOM:
+            values = _caffe_values(tensor, filler_param, stream)
+            tensor.copy_(torch.from_numpy(values.reshape(tuple(tensor.shape))))
+        else:
+            impl(tensor, filler_param, generator)
     return tensor

@@ -20,11 +20,12 @@ from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from netspec import caffe_pb2, limits
+from netspec import caffe_pb2, glog, limits
 from netspec.filtering import filter_net
 from netspec.prototxt import read_prototxt
 from netspec.splits import insert_splits
 from netspec.upgrade import upgrade_net
+from runner import caffe_rng
 from runner.blob import Blob
 from runner.fillers import fill
 from runner.in_place import OwnedBlobs
@@ -481,6 +482,7 @@ def build_graph(source: Any, phase: int, level: int, stages: List[str], device: 
         report.creating(layer_param)
         slot = _make_slot(graph, layer_param, phase, search, device)
         report.connecting(slot.name, slot.bottoms, slot.tops)
+        glog.release(getattr(slot.impl, "setup_records", []))  # the lines of its LayerSetUp
         _check_bottoms_exist(graph, slot)
         for name in slot.bottoms:
             available.pop(name, None)
@@ -592,6 +594,8 @@ def _create_params(graph: NetGraph, slot: LayerSlot, shared: Dict[str, Tuple[tor
             if tuple(param.shape) != tuple(spec.shape):
                 raise ValueError(f"layer '{slot.name}': shared param '{share_name}' has shape {tuple(param.shape)}, "
                                  f"this layer needs {tuple(spec.shape)}")
+            if spec.filler is not None and caffe_rng.stream() is not None:
+                fill(torch.empty(tuple(spec.shape)), spec.filler)  # Caffe fills the layer's own blobs first
         else:
             graph.param_bytes += 4 * math.prod(spec.shape)
             limits.PARAM_BYTES.check(graph.param_bytes, f"layer '{slot.name}' ({slot.type}): the net's parameters "

@@ -7,9 +7,10 @@ the pycaffe classes of the same names do. As in pycaffe, the adaptive solvers de
 """
 from __future__ import annotations
 
-from typing import Dict, Type
+from typing import Dict, Optional, Type
 
-from solvers.parameters import declared_solver_type
+from netspec import caffe_pb2
+from solvers.parameters import declared_solver_type, solver_type
 from solvers.solver import PathLike, Solver
 
 __all__ = ["get_solver", "Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
@@ -51,6 +52,8 @@ _BY_TYPE: Dict[str, Type[Solver]] = {cls.kind: cls for cls in
                                       AdamSolver)}
 
 
-def get_solver(solver_file: PathLike) -> Solver:
-    """The solver a solver.prototxt describes, of the class for its type (pycaffe's ``caffe.get_solver``)."""
-    return _BY_TYPE[declared_solver_type(solver_file)](solver_file)
+def get_solver(solver_file: PathLike, param: Optional["caffe_pb2.SolverParameter"] = None) -> Solver:
+    """The solver a solver.prototxt describes, of the class for its type (pycaffe's ``caffe.get_solver``);
+    ``param``: that file's parameter already read and adjusted (see ``Solver``), Caffe's CreateSolver."""
+    kind = declared_solver_type(solver_file) if param is None else solver_type(param)
+    return _BY_TYPE[kind](solver_file, param)

@@ -18,6 +18,10 @@ synchronisation per iteration is the loss the net's forward reports.
 
 Everything Caffe's Solver and SGDSolver log is logged with the same words, numbers and file:line
 (netspec.glog), so a training log here reads, and parses (tools/extra/parse_log.py), like Caffe's.
+
+As Caffe's Solver, it asks an action function (``set_action_function``, Caffe's SetActionFunction, which
+the ``caffe`` tool wires to SIGINT/SIGHUP) after every update and while testing whether to snapshot now
+or to stop early; ``solve`` then snapshots and ends with "Optimization stopped early."
 """
 from __future__ import annotations
 
@@ -48,6 +52,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 log = logging.getLogger(__name__)
 
+#: What an action function may ask for (Caffe's SolverAction): nothing, a snapshot now, or a snapshot and stop.
+ACTION_NONE, ACTION_STOP, ACTION_SNAPSHOT = "none", "stop", "snapshot"
+SOLVER_ACTIONS = (ACTION_STOP, ACTION_SNAPSHOT, ACTION_NONE)
+
 
 class Solver:
     """A Caffe solver built from a solver.prototxt (pycaffe's ``caffe.get_solver`` / ``caffe.SGDSolver``...).
@@ -59,9 +67,12 @@ class Solver:
     #: The solver type this class always builds; None: the one the file names.
     kind: Optional[str] = None
 
-    def __init__(self, solver_file: PathLike) -> None:
+    def __init__(self, solver_file: PathLike, param: Optional["caffe_pb2.SolverParameter"] = None) -> None:
+        """``param``: the file's parameter already read (``read_solver_parameter``) and adjusted, as the
+        ``caffe`` tool sets train_state and weights from its flags; paths in it still resolve from
+        ``solver_file``'s folder. None reads the file."""
         path = os.fspath(solver_file)
-        self._param = read_solver_parameter(path)
+        self._param = read_solver_parameter(path) if param is None else param
         glog.info("solver.cpp:45", "Initializing solver from parameters: \n%s", self._param)
         base_dir = os.path.dirname(os.path.abspath(path))
         self._type = self.kind or solver_type(self._param)
@@ -100,6 +111,8 @@ class Solver:
         self._stateful = datastate.stateful_layers(self._net)
         self._boundary: Optional[Tuple[int, datastate.Captured]] = None  # (iteration, state at its start)
         self._snapshots: List[Tuple[int, str, bool]] = []  # (iteration, solverstate, weights all finite)
+        self._action: Optional[Callable[[], str]] = None
+        self._requested_early_exit = False
 
     # ----- pycaffe attributes -----
     @property
@@ -153,6 +166,15 @@ class Solver:
         are accumulated, before the update (pycaffe's Solver.add_callback)."""
         self._callbacks.append((on_start, on_gradients_ready))
 
+    def set_action_function(self, action: Optional[Callable[[], str]]) -> None:
+        """Ask ``action()`` after every update and every test pass what to do: ``ACTION_NONE``,
+        ``ACTION_SNAPSHOT`` (snapshot now) or ``ACTION_STOP`` (stop early; ``solve`` snapshots). Caffe's
+        SetActionFunction; None: never ask."""
+        self._action = action
+
+    def _requested_action(self) -> str:
+        return self._action() if self._action is not None else ACTION_NONE
+
     def share_weights(self, net: Net) -> None:
         """Make ``net`` use the train net's weights for the layers both have."""
         net.share_with(self._net)
@@ -164,6 +186,7 @@ class Solver:
         Caffe, one more forward pass to log the final smoothed loss where ``display`` asks for it, and a
         last test where ``test_interval`` does."""
         self.log_solving()
+        self._requested_early_exit = False
         if resume_file is not None:
             glog.info("solver.cpp:296", "Restoring previous solver status from %s", os.fspath(resume_file))
             self.restore(resume_file)
@@ -171,6 +194,9 @@ class Solver:
         self.step(self._param.max_iter - self._iter)
         if self._param.snapshot_after_train and (not self._param.snapshot or self._iter % self._param.snapshot):
             self.snapshot()
+        if self._requested_early_exit:
+            glog.info("solver.cpp:311", "Optimization stopped early.")
+            return
         if self._param.display and self._iter % self._param.display == 0:
             with torch.no_grad():
                 loss = self._net._forward(0, len(self._net.graph.slots) - 1)
@@ -204,6 +230,8 @@ class Solver:
             interval = self._param.test_interval
             if interval and self._iter % interval == 0 and (self._iter > 0 or self._param.test_initialization):
                 self.test_all()
+                if self._requested_early_exit:  # stop was requested while testing
+                    break
             for on_start, _ in self._callbacks:
                 on_start()
             loss = np.float32(0)
@@ -219,9 +247,13 @@ class Solver:
             with interrupt.critical():
                 self.apply_update()
                 self._iter += 1
-            if self._param.snapshot and self._iter % self._param.snapshot == 0:
+            request = self._requested_action()
+            if (self._param.snapshot and self._iter % self._param.snapshot == 0) or request == ACTION_SNAPSHOT:
                 with interrupt.finishing():  # a stop request waits for the snapshot under way
                     self.snapshot()
+            if request == ACTION_STOP:
+                self._requested_early_exit = True
+                break
 
     def apply_update(self) -> None:
         """Update the train net's weights from their accumulated diffs (Caffe's ApplyUpdate). Does not count
@@ -289,12 +321,18 @@ class Solver:
 
     # ----- testing -----
     def test_all(self) -> List["OrderedDict[str, np.ndarray]"]:
-        """Run every test net (``test`` for each); returns their mean outputs."""
-        return [self.test(i) for i in range(len(self._test_nets))]
+        """Run every test net (``test`` for each) until a stop is requested; returns their mean outputs."""
+        results = []
+        for i in range(len(self._test_nets)):
+            if self._requested_early_exit:
+                break
+            results.append(self.test(i))
+        return results
 
     def test(self, index: int = 0) -> "OrderedDict[str, np.ndarray]":
         """Run test net ``index`` for its ``test_iter`` forward passes on the current weights and return each
-        output blob averaged over the passes (Caffe's Solver::Test), logging them as Caffe does."""
+        output blob averaged over the passes (Caffe's Solver::Test), logging them as Caffe does; nothing when a
+        stop was requested meanwhile (``set_action_function``)."""
         test_net = self._test_nets[index]
         iterations = self._param.test_iter[index]
         glog.info("solver.cpp:347", "Iteration %d, Testing net (#%d)", self._iter, index)
@@ -304,14 +342,30 @@ class Solver:
         loss = 0.0
         with torch.no_grad():
             for i in range(iterations):
+                if self._test_interrupted():
+                    break
                 loss += test_net._forward(0, last)
                 outputs = [test_net.blobs[name].tensor().detach().double() for name in test_net.outputs]
                 totals = outputs if i == 0 else [t + o for t, o in zip(totals, outputs)]
+        if self._requested_early_exit:
+            glog.info("solver.cpp:396", "Test interrupted.")
+            return OrderedDict()
         if self._param.test_compute_loss:
             glog.info("solver.cpp:401", "Test loss: %g", glog.real(loss / iterations))
         means = OrderedDict((name, (total / iterations).cpu().numpy()) for name, total in zip(test_net.outputs, totals))
         _log_outputs(test_net, "solver.cpp:414", "Test", list(means), [m.ravel() for m in means.values()])
         return means
+
+    def _test_interrupted(self) -> bool:
+        """Caffe's check between test passes: serve every pending request, say whether to stop testing."""
+        while True:
+            request = self._requested_action()
+            if request == ACTION_SNAPSHOT:
+                self.snapshot()
+            elif request == ACTION_STOP:
+                self._requested_early_exit = True
+            else:
+                return self._requested_early_exit
 
     # ----- snapshots -----
     def snapshot(self) -> None:

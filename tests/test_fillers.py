@@ -1,8 +1,11 @@
-"""Fillers against real Caffe: bilinear bit for bit, the random ones by their distribution.
+"""Fillers against real Caffe: bilinear bit for bit, the random ones by their distribution and, seeded as
+Caffe was (``set_random_seed(1701)``), by Caffe's own numbers.
 
-Caffe's random values come from boost's RNG and cannot be reproduced; what must agree is the
-distribution (bounds, mean, spread, fan computation, row sums), checked with generous statistical
-tolerances on 16800 draws, both against the filler's definition and against Caffe's own statistics.
+Unseeded (torch's generator) what must agree is the distribution (bounds, mean, spread, fan computation,
+row sums), checked with generous statistical tolerances on 16800 draws, both against the filler's
+definition and against Caffe's own statistics. Seeded, the net draws from Caffe's generator
+(``runner.caffe_rng``): every random filler's minimum and maximum are Caffe's to the bit, and its mean
+and spread Caffe's to float precision.
 """
 from __future__ import annotations
 
@@ -85,6 +88,23 @@ def test_random_filler_distribution(key: str) -> None:
     if low is not None:
         assert low <= weights.min() and weights.max() <= high, "bounds"
         assert weights.min() - low <= 0.01 * (high - low) and high - weights.max() <= 0.01 * (high - low)
+
+
+def test_seeded_net_draws_caffes_very_numbers() -> None:
+    from runner import caffe_rng
+    from runner.device import set_random_seed
+    from runner.net import Net
+    set_random_seed(STATS["random_seed"])
+    try:
+        net = Net(os.path.join(FOLDER, "net.prototxt"), caffe_pb2.TEST)
+    finally:
+        caffe_rng.unseed()
+    for key, want in STATS["random_filler_stats"].items():
+        weights = net.params[f"conv_{key}"][0].data
+        assert (weights.min(), weights.max()) == (np.float32(want["min"]), np.float32(want["max"])), key
+        values = weights.astype(np.float64)
+        assert math.isclose(values.std(), want["std"], rel_tol=1e-5, abs_tol=1e-7), key
+        assert math.isclose(values.mean(), want["mean"], rel_tol=1e-5, abs_tol=1e-7), key
 
 
 def test_fan_out_of_a_1d_blob_is_its_count() -> None:

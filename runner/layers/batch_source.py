@@ -7,12 +7,13 @@ loads batches ahead on a background thread (``data_param.prefetch`` batches, Caf
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+import contextlib
+from typing import Any, Iterator, List, Optional, Sequence
 
 import torch
 
 from netspec import glog
-from runner.device import current_device
+from runner.device import caffe_rng_seed, current_device
 from runner.layers.base import Layer, Shape
 from runner.prefetch import BatchPrefetcher
 
@@ -37,6 +38,19 @@ class BatchSource(Layer):
         #: The tops' shapes: those set up at construction, then those of the last batch.
         self.shapes: List[Shape] = []
         self._prefetcher: Optional[BatchPrefetcher] = None
+        #: What the layer logged while ``setting_up`` (the net writes it after wiring the layer, as Caffe).
+        self.setup_records: List[Any] = []
+
+    @contextlib.contextmanager
+    def setting_up(self) -> Iterator[None]:
+        """The part of construction that is Caffe's LayerSetUp: its lines wait until the net sets the layer up
+        (or, when it fails, come out before the error does)."""
+        try:
+            with glog.held(self.setup_records):
+                yield
+        except BaseException:
+            glog.release(self.setup_records)
+            raise
 
     def positive(self, field: str, value: int) -> int:
         """A count from the layer's parameters that must be positive (batch_size, ...)."""
@@ -51,8 +65,18 @@ class BatchSource(Layer):
             glog.info(logged_at, "output data size: %s", ",".join(str(d) for d in data_shape))
 
     def prefetch(self, depth: int) -> None:
-        """Load batches ``depth`` ahead from now on."""
+        """The end of Caffe's BasePrefetchingDataLayer::LayerSetUp: the transformer's generator seeded anew
+        (``init_transformer_rand``) and the prefetch thread's seed drawn (StartInternalThread), which keeps a
+        seeded global generator where Caffe's stands; then batches load ``depth`` ahead."""
+        self.init_transformer_rand()
+        caffe_rng_seed()  # the prefetch thread's own generator: nothing in these layers draws from it
         self._prefetcher = BatchPrefetcher(self.load_batch, depth, self.name)
+
+    def init_transformer_rand(self) -> None:
+        """The transformer's InitRand (the layer's ``transformer``, where it has one)."""
+        transformer = getattr(self, "transformer", None)
+        if transformer is not None:
+            transformer.init_rand()
 
     def load_batch(self) -> Sequence[Any]:
         """The next (data, label) as float32 arrays or tensors; subclasses implement it."""

@@ -33,6 +33,11 @@ class Data(BatchSource):
             self.db = DatabaseReader(param.source, param.backend)
         except ValueError as err:
             raise ValueError(f"{self.label}: {err}") from None
+        with self.setting_up():  # Caffe's constructor opened the database; the rest is its LayerSetUp
+            self._set_up(layer_param, phase)
+
+    def _set_up(self, layer_param: Any, phase: int) -> None:
+        param = layer_param.data_param
         self.transformer = DataTransformer(layer_param.transform_param, phase, self.label)
         try:
             first = self.db.read(None, 1)[0]

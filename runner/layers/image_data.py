@@ -27,6 +27,10 @@ class ImageData(BatchSource):
 
     def __init__(self, layer_param: Any, phase: int) -> None:
         super().__init__(layer_param, phase)
+        with self.setting_up():  # all of it is Caffe's LayerSetUp
+            self._set_up(layer_param, phase)
+
+    def _set_up(self, layer_param: Any, phase: int) -> None:
         param = layer_param.image_data_param
         self.new_height, self.new_width = int(param.new_height), int(param.new_width)
         if (self.new_height > 0) != (self.new_width > 0):

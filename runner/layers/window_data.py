@@ -25,7 +25,8 @@ from typing import Any, List, Tuple
 
 import numpy as np
 
-from runner.data_transformer import read_mean_file
+from runner.caffe_rng import MT19937
+from runner.data_transformer import needs_rand, read_mean_file
 from runner.device import caffe_rng_seed
 from runner.images import cv2_module, decode_image, read_image
 from runner.layers.batch_source import BatchSource
@@ -47,6 +48,8 @@ class WindowData(BatchSource):
     def __init__(self, layer_param: Any, phase: int) -> None:
         super().__init__(layer_param, phase)
         param, transform = layer_param.window_data_param, layer_param.transform_param
+        self._transformer_draws = needs_rand(transform.mirror, transform.crop_size, phase)
+        self.init_transformer_rand()
         self.batch_size = self.positive("window_data_param.batch_size", param.batch_size)
         self.crop_size = self.positive("transform_param.crop_size", transform.crop_size)
         self.context_pad = int(param.context_pad)
@@ -80,9 +83,15 @@ class WindowData(BatchSource):
                 raise ValueError(f"{self.label}: mean file '{transform.mean_file}' is {mean_c}x{mean_h}x{mean_w}; "
                                  f"WindowData takes a crop_size {self.crop_size} square of {channels} channels from "
                                  f"its centre (offset by the width on both axes)")
-        self._rng = np.random.default_rng(caffe_rng_seed())
+        self._rng = MT19937(caffe_rng_seed())  # Caffe's prefetch_rng_: PrefetchRand() is its next output
         self.set_shapes((self.batch_size, channels, self.crop_size, self.crop_size), (self.batch_size,))
         self.prefetch(layer_param.data_param.prefetch)
+
+    def init_transformer_rand(self) -> None:
+        """Caffe's layer has a DataTransformer whose InitRand draws a seed (twice); its generator serves
+        nothing here (load_batch draws from prefetch_rng_), but the draws keep the global one in step."""
+        if self._transformer_draws:
+            caffe_rng_seed()
 
     # ----- the window file -----
     def _read_window_file(self, source: str, root: str, fg_threshold: np.float32, bg_threshold: np.float32):
@@ -158,8 +167,8 @@ class WindowData(BatchSource):
         item = 0
         for windows, count in ((self.bg_windows, self.batch_size - num_fg), (self.fg_windows, num_fg)):
             for _ in range(count):
-                window = windows[int(self._rng.integers(2 ** 32)) % len(windows)]
-                do_mirror = self.mirror and int(self._rng.integers(2 ** 32)) % 2 == 1
+                window = windows[self._rng() % len(windows)]
+                do_mirror = self.mirror and self._rng() % 2 == 1
                 self._warp_into(data[item], window, do_mirror)
                 labels[item] = window[1]
                 item += 1
