@@ -86,9 +86,7 @@ FORWARD_NAMES = {
     "opencv_dnn": "OpenCV DNN (`readNetFromCaffe`, its defaults: Winograd 3x3)",
     "opencv_dnn_direct": "OpenCV DNN, `enableWinograd(False)`",
     "winograd": "runner, `set_speed(winograd=True)` (NNPACK: Winograd 3x3, FFT 7x7)",
-    "channels_last": "runner, `set_speed(channels_last=True)`",
     "bf16_autocast": "runner, `set_speed(autocast=torch.bfloat16)`",
-    "channels_last_bf16": "runner, channels_last + bf16 autocast",
     "compile": "runner, `set_speed(compile=True)` (inductor)",
 }
 

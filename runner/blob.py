@@ -5,10 +5,21 @@ Caffe's SyncedMemory keeps a host and a device copy and a "head" saying which on
 before a GPU forward is honoured. We keep the same contract. On the CPU the numpy arrays are views of
 the tensors' storage, so there is never a copy; on a GPU the host mirror is filled only when Python
 code asks for it, so the hot path (layer to layer on the device) never synchronises.
+
+Inference on the CPU may leave a blob's tensor in channels-last layout (the one oneDNN's kernels take);
+``.data`` then turns it back into a C-contiguous tensor, once, before handing out the view, so that Python
+always sees Caffe's NCHW arrays and writes into them reach the blob.
+
+The runner keeps things computed from parameters (packed convolution weights, compiled code holding them as
+constants), so it must know when a parameter may have changed. Torch's version counter sees writes made
+through tensors; writes through a numpy array handed out by ``.data`` leave no trace, so a Blob counts the
+arrays it hands out and remembers those still alive (``data_version``).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import weakref
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -62,6 +73,8 @@ class _Synced:
         """The host array; on a device, copied over and marked as the current head (the caller may write)."""
         t = self.tensor  # a 0-axis blob (a loss, an accuracy) stays 0-d, as real pycaffe shows it
         if t.device.type == "cpu":
+            if not t.is_contiguous():  # left channels-last by an inference pass: NCHW from now on
+                t = self._tensor = t.contiguous()
             return t.detach().numpy()
         if self.head == _DEVICE:
             if self.host is None or self.host.shape != tuple(t.shape):
@@ -88,6 +101,22 @@ class _Synced:
             self.host = None
 
 
+@dataclass(frozen=True, eq=False)
+class DataVersion:
+    """What ``Blob.data_version`` compares: the tensor (held weakly, compared by identity, as an id may be
+    reused), its storage, torch's count of writes to it, and how many arrays of it ``.data`` handed out."""
+    tensor: "weakref.ref[torch.Tensor]"
+    storage: int
+    writes: int
+    arrays: int
+
+    def __eq__(self, other: Any) -> bool:
+        return (isinstance(other, DataVersion) and self.tensor() is not None and self.tensor() is other.tensor()
+                and (self.storage, self.writes, self.arrays) == (other.storage, other.writes, other.arrays))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 def legacy_shape(shape: Sequence[int]) -> Tuple[int, int, int, int]:
     """Caffe's num/channels/height/width of a blob (Blob::LegacyShape): at most 4 axes, the missing trailing
     ones count as 1, so a (6,) blob is 6x1x1x1 (as HDF5Output stores a label vector)."""
@@ -105,11 +134,18 @@ class Blob:
         self._data = _Synced(tensor) if tensor is not None else \
             _Synced.zeros(tuple(int(d) for d in shape), torch.device(device))
         self._diff: Optional[_Synced] = None
+        self._arrays_handed_out = 0
+        self._live_arrays: List["weakref.ref[np.ndarray]"] = []
 
     # ----- the arrays -----
     @property
     def data(self) -> np.ndarray:
-        return self._data.numpy()
+        array = self._data.numpy()
+        self._arrays_handed_out += 1
+        if self._data.device.type == "cpu":  # the array is the tensor's memory: writes may come at any time
+            self._live_arrays = [ref for ref in self._live_arrays if ref() is not None]
+            self._live_arrays.append(weakref.ref(array))
+        return array
 
     @data.setter
     def data(self, value: np.ndarray) -> None:
@@ -175,6 +211,15 @@ class Blob:
     def tensor(self) -> torch.Tensor:
         """The current data tensor (host-side writes applied)."""
         return self._data.current()
+
+    def data_version(self) -> Optional[DataVersion]:
+        """A value that changes whenever the data may have changed: a new tensor or storage, a write through
+        torch (its version counter), a numpy array handed out (which may have been written). None while such
+        an array of CPU data is still alive, as Python may write through it at any moment unseen."""
+        if any(ref() is not None for ref in self._live_arrays):
+            return None
+        t = self._data.tensor
+        return DataVersion(weakref.ref(t), t.data_ptr(), t._version, self._arrays_handed_out)
 
     def set_tensor(self, tensor: torch.Tensor) -> None:
         """Make a freshly computed tensor this blob's data (the device copy becomes the head)."""

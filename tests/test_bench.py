@@ -76,19 +76,6 @@ def test_quick_bench_runs_every_case_and_writes_the_report(tmp_path):
     assert "## 9. `make demo` from a fresh clone" in text  # bench/demo_fresh_clone.json is committed
 
 
-def test_channels_last_matches_float32():
-    # batch 2: at batch 1 the Convolution layer's reshape to (N, C, H, W) gives the size-1 batch axis a
-    # stride with which torch no longer sees a channels-last tensor, and its output is NCHW again
-    net = _net(fcn8s_deploy(QUICK, batch=2))
-    image = random_image((2, 3, QUICK.image, QUICK.image)).numpy()
-    reference = _forward(net, image)["score"]
-    net.set_speed(channels_last=True)
-    got = _forward(net, image, score=1, conv3_1=1)
-    assert got["conv3_1"].is_contiguous(memory_format=torch.channels_last)
-    assert _relative_error(got["score"], reference) < 1e-5
-    assert net.forward(data=image)["score"].shape == tuple(reference.shape)  # numpy views still work
-
-
 def _nnpack_calls(fn):
     with torch.profiler.profile() as profile:
         fn()

@@ -28,7 +28,6 @@ from runner.net import Net
 #: float32 eager allowed, relative to the largest output magnitude.
 OPTIONS = {
     "winograd": (dict(winograd=True), 1e-4),
-    "channels_last": (dict(channels_last=True), 1e-5),
     "bf16_autocast": (dict(autocast=torch.bfloat16), 5e-2),
     "compile": (dict(compile=True), 1e-5),
 }

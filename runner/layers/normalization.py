@@ -69,6 +69,10 @@ class BatchNorm(Layer):
             else:
                 layer_param.param.add().lr_mult = 0
 
+    @property
+    def writes_params(self) -> bool:  # type: ignore[override]
+        return not self.use_global_stats
+
     @staticmethod
     def _channels(shape: Shape) -> int:
         return 1 if len(shape) == 1 else shape[1]
@@ -90,14 +94,14 @@ class BatchNorm(Layer):
         # Caffe never back-propagates into the statistics: they enter as constants.
         mean_sum, var_sum, factor = (t.detach() for t in params)
         if self.use_global_stats:
+            # an affine map with per-channel constants: one pass over x instead of two
             inverse = torch.where(factor == 0, torch.zeros_like(factor), 1 / factor)
-            mean = (mean_sum * inverse).reshape(stat_shape)
-            var = (var_sum * inverse).reshape(stat_shape)
-        else:
-            mean = x.mean(dim=dims, keepdim=True)
-            var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
-            self._update_running_stats(params, mean.detach().reshape(c), var.detach().reshape(c),
-                                       x.numel() // c)
+            multiplier = torch.rsqrt(var_sum * inverse + self.eps)
+            return [torch.addcmul((-mean_sum * inverse * multiplier).reshape(stat_shape), x,
+                                  multiplier.reshape(stat_shape))]
+        mean = x.mean(dim=dims, keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+        self._update_running_stats(params, mean.detach().reshape(c), var.detach().reshape(c), x.numel() // c)
         return [(x - mean) / torch.sqrt(var + self.eps)]
 
     def _update_running_stats(self, params: List[torch.Tensor], mean: torch.Tensor, var: torch.Tensor,
@@ -139,10 +143,10 @@ class Scale(Layer):
         self.check_bottoms(1, 2, bottoms)
         x = bottoms[0]
         scale = bottoms[1] if len(bottoms) == 2 else params[0]
-        y = x * _broadcast(self, x, scale, self.axis)
-        if self.bias_term:
-            y = y + _broadcast(self, x, params[-1], self.axis)
-        return [y]
+        scale = _broadcast(self, x, scale, self.axis)
+        if self.bias_term:  # x * s + b in one pass
+            return [torch.addcmul(_broadcast(self, x, params[-1], self.axis), x, scale)]
+        return [x * scale]
 
 
 @register("Bias")
