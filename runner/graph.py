@@ -27,6 +27,7 @@ from netspec.splits import insert_splits
 from netspec.upgrade import upgrade_net
 from runner.blob import Blob
 from runner.fillers import fill
+from runner.fusion import LAYER, InferenceFusion
 from runner.in_place import OwnedBlobs
 from runner.layers.base import Layer
 from runner.python_layer import PythonLayerHost, instantiate
@@ -121,6 +122,7 @@ class NetGraph(torch.nn.Module):
         self.speed = SpeedOptions()
         self._stretches: Optional[List[Tuple[int, int, Optional["_CompiledStretch"]]]] = None
         self._float32_blobs: set = set()
+        self._fusion = InferenceFusion()
         #: Parameters built unfilled (``build_graph(defer_fills=True)``) and their fillers, in creation order.
         self.deferred_fills: List[Tuple[torch.nn.Parameter, Any]] = []
 
@@ -169,8 +171,10 @@ class NetGraph(torch.nn.Module):
             if self.speed.compile and inference and (start, end) == (0, len(self.slots) - 1):
                 for first, last, stretch in self._plan():
                     if stretch is None or not self._run_stretch(stretch, first_versions, losses):
-                        for index in range(first, last + 1):
-                            self._run_slot(index, first_versions, losses, owned)
+                        self._run_fused(first, last, first_versions, losses, owned)
+                return losses
+            if inference:
+                self._run_fused(start, end, first_versions, losses, owned)
                 return losses
             for index in range(start, end + 1):
                 for fn in before:
@@ -179,6 +183,27 @@ class NetGraph(torch.nn.Module):
                 for fn in after:
                     fn(index)
         return losses
+
+    def _run_fused(self, start: int, end: int, first_versions: Dict[str, torch.Tensor], losses: List[torch.Tensor],
+                   owned: OwnedBlobs) -> None:
+        """Layers ``start..end`` of an inference pass, convolutions and the affine layers and ReLU in place
+        after them as one step (``runner.fusion``; float32 only, autocast keeps its own rules per layer)."""
+        if self.speed.autocast is not None:
+            for index in range(start, end + 1):
+                self._run_slot(index, first_versions, losses, owned)
+            return
+        for step in self._fusion.steps(self.slots, start, end):
+            top = self._fusion.run(step, self.slots, self.blobs) if step.kind != LAYER else None
+            if top is None:
+                for index in range(step.first, step.last + 1):
+                    self._run_slot(index, first_versions, losses, owned)
+                continue
+            first = self.slots[step.first]
+            inputs = [self.blobs[b].tensor() for b in first.bottoms]
+            name = first.tops[0]
+            self.blobs[name].set_tensor(top)
+            first_versions[name] = top
+            owned.record(first, inputs, [top])
 
     def _run_slot(self, index: int, first_versions: Dict[str, torch.Tensor], losses: List[torch.Tensor],
                   owned: Optional[OwnedBlobs] = None) -> None:
@@ -403,7 +428,8 @@ class _CompiledStretch:
 
     The function is traced to aten operations on fake tensors (a layer whose forward looks at values
     cannot be traced; layers must not, as shapes are found on meta tensors too) and handed to
-    ``torch.compile``; one compiled function per input shapes, strides, dtypes and devices. The parameters
+    ``torch.compile``; one compiled function per input shapes, strides, dtypes and devices, and number of
+    threads. The parameters
     are attributes of the traced module, which inductor's freezing turns into constants; the compiled
     functions are dropped when any parameter's ``Blob.data_version`` changes. If tracing or compiling
     fails, the stretch declines from then on (its layers run one by one) and a warning says why.
@@ -446,7 +472,9 @@ class _CompiledStretch:
         if self.graph._device_type() == "cpu":  # oneDNN's layout: no reorder of activations per layer
             inputs = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in inputs]
         args = inputs if self.freezable else inputs + params
-        key = (self.graph.speed.autocast,) + tuple((t.shape, t.stride(), t.dtype, t.device) for t in args)
+        # oneDNN's packed weights suit the number of threads they were packed for (runner.fusion)
+        key = (self.graph.speed.autocast, torch.get_num_threads()) + tuple(
+            (t.shape, t.stride(), t.dtype, t.device) for t in args)
         compiled = self._compiled.get(key)
         from torch._inductor import config as inductor_config  # a second to import: only where compile is on
         try:

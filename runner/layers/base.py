@@ -89,6 +89,13 @@ class Layer:
         may use kernels that autograd, tracing or export do not take (oneDNN tensors, in-place sums)."""
         return None
 
+    def channel_affine(self, bottom_shape: Shape, params: List[torch.Tensor]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """``(multiplier, addend)``, each of one value per channel (axis 1), where this layer's forward on a
+        single bottom of ``bottom_shape`` is ``x * multiplier + addend`` channel by channel; None where it
+        is not such a map. Inference runs a chain of them as one pass, or folds it into the convolution
+        before (``runner.fusion``)."""
+        return None
+
     def check_bottoms(self, count_min: int, count_max: Optional[int], bottoms: Sequence[Any]) -> None:
         """Raise a clear error when the layer got a wrong number of bottoms."""
         n = len(bottoms)
