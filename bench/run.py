@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from bench import fresh_demo, report
-from bench.cases import amortize, data, dilation, forward, gpu, loading, scoring, training
+from bench.cases import amortize, data, dilation, forward, gpu, loading, scoring, training, zoo
 from bench.measure import REPO, machine
 from bench.sizes import FULL, QUICK, Sizes
 from netspec.atomic import write_atomically
@@ -25,7 +25,7 @@ from runner.host_memory import keep_freed_memory, release_freed_memory
 
 CASES: Dict[str, ModuleType] = {"forward": forward, "training": training, "amortize": amortize,
                                 "loading": loading, "data": data, "scoring": scoring, "gpu": gpu,
-                                "dilation": dilation}
+                                "dilation": dilation, "zoo": zoo}
 
 
 def run_cases(sizes: Sizes, names: Sequence[str] = tuple(CASES), threads: Optional[int] = None) -> Dict[str, Any]:

@@ -15,19 +15,17 @@ import numpy as np
 import torch
 
 from bench.nets import randomize
+from bench.sizes import ZOO_NETS
 from netspec import caffe_pb2
 from runner.net import Net
 
 ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo")
-#: The zoo nets made of BVLC layers only (segnet and the SSD face detector use layers Caffe lacks).
-NAMES = ("bvlc_alexnet", "bvlc_googlenet", "resnet50", "squeezenet_v1.1", "mobilenet_v1", "mobilenet_v2",
-         "densenet121", "vgg16")
 
 
 def prototxt(name: str) -> str:
     """The path of zoo net ``name``'s deploy prototxt."""
-    if name not in NAMES:
-        raise ValueError(f"unknown zoo net {name!r}; known: {', '.join(NAMES)}")
+    if name not in ZOO_NETS:
+        raise ValueError(f"unknown zoo net {name!r}; known: {', '.join(ZOO_NETS)}")
     return os.path.join(ZOO, f"{name}.prototxt")
 
 

@@ -52,8 +52,8 @@ class _Constants:
     addend: Optional[torch.Tensor] = None
     weight: Optional[torch.Tensor] = None       # CONVOLUTION, folded
     bias: Optional[torch.Tensor] = None
-    packed: Optional[torch.Tensor] = None       # the weight in oneDNN's layout, for (input shape, threads)
-    packed_for: Optional[Tuple[Tuple[int, ...], int]] = None
+    packed: Optional[torch.Tensor] = None       # the weight in oneDNN's layout, for (input shape, threads, dtype)
+    packed_for: Optional[Tuple[Tuple[int, ...], int, torch.dtype]] = None
 
 
 class InferenceFusion:
@@ -70,12 +70,14 @@ class InferenceFusion:
             plan = self._plans[(start, end)] = _plan(slots, start, end)
         return plan
 
-    def run(self, step: Step, slots: Sequence[Any], blobs: Dict[str, Blob]) -> Optional[torch.Tensor]:
+    def run(self, step: Step, slots: Sequence[Any], blobs: Dict[str, Blob],
+            autocast: Optional[torch.dtype] = None) -> Optional[torch.Tensor]:
         """The top of a fused step, or None where its layers must run one by one (a layer's parameters
-        or this input do not allow it)."""
+        or this input do not allow it). Under ``autocast`` (a reduced dtype) only convolutions fuse, and
+        compute in that dtype."""
         first = slots[step.first]
         x = blobs[first.bottoms[0]].tensor()
-        if x.dim() < 2:
+        if x.dim() < 2 or (autocast is not None and step.kind == AFFINE):
             return None
         if step.kind == AFFINE:
             constants = self._computed(step, slots, tuple(x.shape))
@@ -93,9 +95,10 @@ class InferenceFusion:
         if constants is None:
             return None
         slope = slots[step.last].impl.negative_slope if step.relu else None
-        if _packable(conv, x):
-            return self._packed_convolution(conv, x, constants, slope)
-        y = conv.convolve([x], constants.weight, constants.bias)[0]
+        dtype = autocast or torch.float32
+        if _packable(conv, x, dtype):
+            return self._packed_convolution(conv, x.to(dtype), constants, slope)
+        y = conv.convolve([x], constants.weight, constants.bias)[0]  # autocast, if on, casts
         if slope is not None:
             y = torch.relu_(y) if slope == 0.0 else F.leaky_relu_(y, slope)
         return y
@@ -132,19 +135,26 @@ class InferenceFusion:
         geometry = (list(g.pad), list(g.stride), list(g.dilation), conv.p.group)
         # oneDNN picks the blocked layout for the input size and the number of threads; a weight packed for
         # others is reordered again inside every call
-        packed_for = (tuple(x.shape), torch.get_num_threads())
+        packed_for = (tuple(x.shape), torch.get_num_threads(), x.dtype)
         if constants.packed is None or constants.packed_for != packed_for:
-            constants.packed = torch.ops.mkldnn._reorder_convolution_weight(constants.weight, *geometry, list(x.shape))
+            constants.packed = torch.ops.mkldnn._reorder_convolution_weight(constants.weight.to(x.dtype), *geometry,
+                                                                            list(x.shape))
             constants.packed_for = packed_for
         attr, scalars = ("none", []) if slope is None else ("relu", []) if slope == 0.0 else ("leaky_relu", [slope])
-        return torch.ops.mkldnn._convolution_pointwise(x, constants.packed, constants.bias, *geometry, attr, scalars, "")
+        with torch.autocast("cpu", enabled=False):
+            return torch.ops.mkldnn._convolution_pointwise(x, constants.packed, constants.bias, *geometry, attr,
+                                                           scalars, "")
 
 
-def _packable(conv: Any, x: torch.Tensor) -> bool:
-    """Whether oneDNN's convolution with a packed weight takes this input: a 2-D float32 convolution on the
-    CPU, not switched to NNPACK (``winograd``), on a non-empty batch."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and x.numel() > 0
-            and not conv.use_winograd and torch.backends.mkldnn.is_available())
+#: Dtypes oneDNN's CPU convolutions compute in here (float16 needs hardware this project has not measured).
+PACKED_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _packable(conv: Any, x: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether oneDNN's convolution with a packed weight takes this input in ``dtype``: a 2-D convolution on
+    the CPU, not switched to NNPACK (``winograd``), on a non-empty batch."""
+    return (x.device.type == "cpu" and dtype in PACKED_DTYPES and x.dtype in (torch.float32, dtype)
+            and x.dim() == 4 and x.numel() > 0 and not conv.use_winograd and torch.backends.mkldnn.is_available())
 
 
 def _fold(weight: torch.Tensor, bias: Optional[torch.Tensor], multiplier: torch.Tensor,

@@ -187,13 +187,9 @@ class NetGraph(torch.nn.Module):
     def _run_fused(self, start: int, end: int, first_versions: Dict[str, torch.Tensor], losses: List[torch.Tensor],
                    owned: OwnedBlobs) -> None:
         """Layers ``start..end`` of an inference pass, convolutions and the affine layers and ReLU in place
-        after them as one step (``runner.fusion``; float32 only, autocast keeps its own rules per layer)."""
-        if self.speed.autocast is not None:
-            for index in range(start, end + 1):
-                self._run_slot(index, first_versions, losses, owned)
-            return
+        after them as one step (``runner.fusion``)."""
         for step in self._fusion.steps(self.slots, start, end):
-            top = self._fusion.run(step, self.slots, self.blobs) if step.kind != LAYER else None
+            top = self._fusion.run(step, self.slots, self.blobs, self.speed.autocast) if step.kind != LAYER else None
             if top is None:
                 for index in range(step.first, step.last + 1):
                     self._run_slot(index, first_versions, losses, owned)
@@ -201,6 +197,7 @@ class NetGraph(torch.nn.Module):
             first = self.slots[step.first]
             inputs = [self.blobs[b].tensor() for b in first.bottoms]
             name = first.tops[0]
+            top = self._output_dtype(name, top)
             self.blobs[name].set_tensor(top)
             first_versions[name] = top
             owned.record(first, inputs, [top])
