@@ -12,19 +12,23 @@ always sees Caffe's NCHW arrays and writes into them reach the blob.
 
 The runner keeps things computed from parameters (packed convolution weights, compiled code holding them as
 constants), so it must know when a parameter may have changed. Torch's version counter sees writes made
-through tensors; writes through a numpy array handed out by ``.data`` leave no trace, so a Blob counts the
-arrays it hands out and remembers those still alive (``data_version``).
+through tensors; writes through a numpy array handed out by ``.data`` leave no trace, so a Blob takes a new
+stamp for every array it hands out (and every new tensor) and remembers the arrays still alive
+(``data_version``).
 """
 from __future__ import annotations
 
+import itertools
 import weakref
-from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 _DEVICE, _HOST = "device", "host"
+#: Numbers no two states of any blobs share: a Blob takes a new one whenever its data may have changed in a
+#: way torch's version counter does not see (a new tensor, a numpy array handed out).
+_STAMPS = itertools.count()
 
 
 class _Synced:
@@ -101,22 +105,6 @@ class _Synced:
             self.host = None
 
 
-@dataclass(frozen=True, eq=False)
-class DataVersion:
-    """What ``Blob.data_version`` compares: the tensor (held weakly, compared by identity, as an id may be
-    reused), its storage, torch's count of writes to it, and how many arrays of it ``.data`` handed out."""
-    tensor: "weakref.ref[torch.Tensor]"
-    storage: int
-    writes: int
-    arrays: int
-
-    def __eq__(self, other: Any) -> bool:
-        return (isinstance(other, DataVersion) and self.tensor() is not None and self.tensor() is other.tensor()
-                and (self.storage, self.writes, self.arrays) == (other.storage, other.writes, other.arrays))
-
-    __hash__ = None  # type: ignore[assignment]
-
-
 def legacy_shape(shape: Sequence[int]) -> Tuple[int, int, int, int]:
     """Caffe's num/channels/height/width of a blob (Blob::LegacyShape): at most 4 axes, the missing trailing
     ones count as 1, so a (6,) blob is 6x1x1x1 (as HDF5Output stores a label vector)."""
@@ -134,14 +122,14 @@ class Blob:
         self._data = _Synced(tensor) if tensor is not None else \
             _Synced.zeros(tuple(int(d) for d in shape), torch.device(device))
         self._diff: Optional[_Synced] = None
-        self._arrays_handed_out = 0
+        self._stamp = next(_STAMPS)
         self._live_arrays: List["weakref.ref[np.ndarray]"] = []
 
     # ----- the arrays -----
     @property
     def data(self) -> np.ndarray:
         array = self._data.numpy()
-        self._arrays_handed_out += 1
+        self._stamp = next(_STAMPS)
         if self._data.device.type == "cpu":  # the array is the tensor's memory: writes may come at any time
             self._live_arrays = [ref for ref in self._live_arrays if ref() is not None]
             self._live_arrays.append(weakref.ref(array))
@@ -202,6 +190,7 @@ class Blob:
         else:  # new zeros, allocated when first read
             self._data = _Synced.zeros(new_shape, self._data.device)
         self._diff = None
+        self._stamp = next(_STAMPS)
 
     # ----- for the runner -----
     @property
@@ -212,18 +201,19 @@ class Blob:
         """The current data tensor (host-side writes applied)."""
         return self._data.current()
 
-    def data_version(self) -> Optional[DataVersion]:
+    def data_version(self) -> Optional[Tuple[int, int, int]]:
         """A value that changes whenever the data may have changed: a new tensor or storage, a write through
         torch (its version counter), a numpy array handed out (which may have been written). None while such
         an array of CPU data is still alive, as Python may write through it at any moment unseen."""
-        if any(ref() is not None for ref in self._live_arrays):
+        if self._live_arrays and any(ref() is not None for ref in self._live_arrays):
             return None
         t = self._data.tensor
-        return DataVersion(weakref.ref(t), t.data_ptr(), t._version, self._arrays_handed_out)
+        return self._stamp, t._version, t.data_ptr()
 
     def set_tensor(self, tensor: torch.Tensor) -> None:
         """Make a freshly computed tensor this blob's data (the device copy becomes the head)."""
         self._data.set(tensor)
+        self._stamp = next(_STAMPS)
 
     def diff_tensor(self) -> torch.Tensor:
         return self._diff_synced().current()
@@ -247,6 +237,7 @@ class Blob:
         self._data.to(device)
         if self._diff is not None:
             self._diff.to(device)
+        self._stamp = next(_STAMPS)
 
     def _diff_synced(self) -> _Synced:
         if self._diff is None or self._diff.shape != self._data.shape:

@@ -48,12 +48,15 @@ class _Constants:
     """What a step computed from the parameters, and the parameters' versions it was computed from."""
     versions: list
     axes: Tuple[int, int]                       # the chain blob's number of axes and channels
-    multiplier: Optional[torch.Tensor] = None   # AFFINE
-    addend: Optional[torch.Tensor] = None
+    multiplier: Optional[torch.Tensor] = None   # AFFINE: x * multiplier + addend, as batch_norm's weight and
+    addend: Optional[torch.Tensor] = None       # bias over a mean of zeros and a variance of ones
+    zeros: Optional[torch.Tensor] = None
+    ones: Optional[torch.Tensor] = None
     weight: Optional[torch.Tensor] = None       # CONVOLUTION, folded
     bias: Optional[torch.Tensor] = None
     packed: Optional[torch.Tensor] = None       # the weight in oneDNN's layout, for (input shape, threads, dtype)
-    packed_for: Optional[Tuple[Tuple[int, ...], int, torch.dtype]] = None
+    packed_for: Optional[Tuple[torch.Size, int, torch.dtype]] = None
+    geometry: Optional[tuple] = None            # padding, stride, dilation, groups
 
 
 class InferenceFusion:
@@ -85,19 +88,18 @@ class InferenceFusion:
                 return None
             # batch_norm's inference kernel with mean 0, variance 1 and eps 0 is exactly x * m + a, and runs
             # at memory speed (twice as fast as addcmul broadcasting over the channels)
-            m = constants.multiplier
-            return F.batch_norm(x, torch.zeros_like(m), torch.ones_like(m), m, constants.addend, False, 0.0, 0.0)
+            return F.batch_norm(x, constants.zeros, constants.ones, constants.multiplier, constants.addend,
+                                False, 0.0, 0.0)
         conv = first.impl
         if canonical_axis(conv, conv.p.axis, x.dim()) != 1 or len(first.param_blobs) != 1 + conv.p.bias_term:
             return None
-        top_shape = conv._checked([tuple(x.shape)], first.param_blobs[0].shape)[2]
-        constants = self._computed(step, slots, top_shape)
+        constants = self._computed(step, slots, (x.shape[0], conv.p.num_output) + tuple(x.shape[2:]))
         if constants is None:
             return None
         slope = slots[step.last].impl.negative_slope if step.relu else None
         dtype = autocast or torch.float32
         if _packable(conv, x, dtype):
-            return self._packed_convolution(conv, x.to(dtype), constants, slope)
+            return _packed_convolution(conv, x if x.dtype == dtype else x.to(dtype), constants, slope)
         y = conv.convolve([x], constants.weight, constants.bias)[0]  # autocast, if on, casts
         if slope is not None:
             y = torch.relu_(y) if slope == 0.0 else F.leaky_relu_(y, slope)
@@ -117,6 +119,7 @@ class InferenceFusion:
             return None
         if step.kind == AFFINE:
             constants.multiplier, constants.addend = affine
+            constants.zeros, constants.ones = torch.zeros_like(affine[0]), torch.ones_like(affine[0])
         else:
             conv = slots[step.first]
             constants.weight = conv.param_blobs[0].tensor().detach()
@@ -129,21 +132,27 @@ class InferenceFusion:
             self._constants.pop(key, None)
         return constants
 
-    @staticmethod
-    def _packed_convolution(conv: Any, x: torch.Tensor, constants: _Constants, slope: Optional[float]) -> torch.Tensor:
+
+
+def _packed_convolution(conv: Any, x: torch.Tensor, constants: _Constants, slope: Optional[float]) -> torch.Tensor:
+    """oneDNN's convolution with the weight packed once per input shape, number of threads and dtype (oneDNN
+    picks the blocked layout for them; a weight packed for others is reordered again inside every call),
+    the ReLU (if any) applied to its output on the way out."""
+    packed_for = (x.shape, torch.get_num_threads(), x.dtype)
+    if constants.packed is None or constants.packed_for != packed_for:
+        conv._checked([tuple(x.shape)], tuple(constants.weight.shape))  # Caffe's checks, once per shape
         g = conv._geometry(x.dim())
-        geometry = (list(g.pad), list(g.stride), list(g.dilation), conv.p.group)
-        # oneDNN picks the blocked layout for the input size and the number of threads; a weight packed for
-        # others is reordered again inside every call
-        packed_for = (tuple(x.shape), torch.get_num_threads(), x.dtype)
-        if constants.packed is None or constants.packed_for != packed_for:
-            constants.packed = torch.ops.mkldnn._reorder_convolution_weight(constants.weight.to(x.dtype), *geometry,
-                                                                            list(x.shape))
-            constants.packed_for = packed_for
-        attr, scalars = ("none", []) if slope is None else ("relu", []) if slope == 0.0 else ("leaky_relu", [slope])
-        with torch.autocast("cpu", enabled=False):
-            return torch.ops.mkldnn._convolution_pointwise(x, constants.packed, constants.bias, *geometry, attr,
-                                                           scalars, "")
+        constants.geometry = (list(g.pad), list(g.stride), list(g.dilation), conv.p.group)
+        constants.packed = torch.ops.mkldnn._reorder_convolution_weight(constants.weight.to(x.dtype),
+                                                                        *constants.geometry, list(x.shape))
+        constants.packed_for = packed_for
+    attr, scalars = ("none", []) if slope is None else ("relu", []) if slope == 0.0 else ("leaky_relu", [slope])
+    if not torch.is_autocast_enabled("cpu"):
+        return torch.ops.mkldnn._convolution_pointwise(x, constants.packed, constants.bias, *constants.geometry,
+                                                       attr, scalars, "")
+    with torch.autocast("cpu", enabled=False):  # the dtypes are already the ones wanted
+        return torch.ops.mkldnn._convolution_pointwise(x, constants.packed, constants.bias, *constants.geometry,
+                                                       attr, scalars, "")
 
 
 #: Dtypes oneDNN's CPU convolutions compute in here (float16 needs hardware this project has not measured).

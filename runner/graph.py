@@ -194,13 +194,11 @@ class NetGraph(torch.nn.Module):
                 for index in range(step.first, step.last + 1):
                     self._run_slot(index, first_versions, losses, owned)
                 continue
-            first = self.slots[step.first]
-            inputs = [self.blobs[b].tensor() for b in first.bottoms]
-            name = first.tops[0]
+            name = self.slots[step.first].tops[0]
             top = self._output_dtype(name, top)
             self.blobs[name].set_tensor(top)
             first_versions[name] = top
-            owned.record(first, inputs, [top])
+            owned.fresh(name)
 
     def _run_slot(self, index: int, first_versions: Dict[str, torch.Tensor], losses: List[torch.Tensor],
                   owned: Optional[OwnedBlobs] = None) -> None:
