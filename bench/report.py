@@ -89,11 +89,22 @@ def _header(results: Dict[str, Any]) -> List[str]:
         f"{m['torch_threads']} threads, {m['memory_gib']} GiB; GPU: {m['gpu'] or 'none'}. Python {m['python']}, "
         f"torch {m['torch']}, numpy {m['numpy']}, OpenCV {m['opencv']}, protobuf {m['protobuf']}. "
         f"Load average (1, 5, 15 min) at start: {load}; at end: {end}.",
+    ] + _earlier_runs(results) + [
         "Host memory: " + ("freed blocks kept in the process for reuse (`runner.host_memory`, "
                            "`make bench ARGS=--keep-freed-memory`), for every contender alike." if m.get("freed_memory_kept") else
                            "glibc's defaults (freed large blocks go back to the OS), as a pycaffe script runs; every "
                            "contender alike."), "",
     ]
+
+
+def _earlier_runs(results: Dict[str, Any]) -> List[str]:
+    """The cases whose figures a ``--merge`` run kept from earlier runs, and when and where those ran."""
+    earlier = [(name, results["case_machines"][name]) for name in results.get("kept_cases", ())]
+    if not earlier:
+        return []
+    return ["Figures kept from earlier runs (`--merge`): " + "; ".join(
+        f"{name} at commit `{m['commit']}`, {m['date_utc']} UTC, load average at start "
+        f"{m['load_average_at_start'][0]:.1f}" for name, m in earlier) + "."]
 
 
 def _targets(cases: Dict[str, Any]) -> List[str]:

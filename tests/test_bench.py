@@ -13,7 +13,7 @@ import torch
 
 from bench import report
 from bench.nets import fcn8s_deploy, fcn8s_train, random_image, randomize
-from bench.run import CASES, fresh_demo_record, run_cases, write
+from bench.run import CASES, fresh_demo_record, merged, run_cases, write
 from bench.sizes import QUICK
 from netspec import caffe_pb2
 from netspec.prototxt import parse_prototxt
@@ -77,6 +77,17 @@ def test_quick_bench_runs_every_case_and_writes_the_report(tmp_path):
     assert all(r["images_per_second"] > 0 for r in results["cases"]["data"]["delivery"])
     assert report.render(results, fresh_demo_record()) == text
     assert "## 10. `make demo` from a fresh clone" in text  # bench/demo_fresh_clone.json is committed
+
+
+def test_a_merged_run_keeps_the_other_cases_and_says_when_they_ran(tmp_path):
+    earlier = run_cases(QUICK, ["dilation"], threads=1)
+    later = merged(earlier, run_cases(QUICK, ["scoring"], threads=1))
+    assert set(later["cases"]) == {"dilation", "scoring"} and later["kept_cases"] == ["dilation"]
+    again = merged(later, run_cases(QUICK, ["dilation"], threads=1))
+    assert again["kept_cases"] == ["scoring"] and again["case_machines"]["scoring"] == later["machine"]
+    text = report.render(again)
+    assert "## 6. Scoring" in text and "## 8. Shift-and-stitch" in text
+    assert f"Figures kept from earlier runs (`--merge`): scoring at commit `{later['machine']['commit']}`" in text
 
 
 def _nnpack_calls(fn):
