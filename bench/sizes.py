@@ -20,7 +20,7 @@ class Sizes:
     fc_width: int = 4096                          # fc6/fc7 channels
     classes: int = 21
     forward_reps: int = 7
-    option_reps: int = 3                          # the runner's speed options, timed apart
+    option_reps: int = 5                          # the runner's speed options (and plain bf16), timed apart
     train_reps: int = 2                           # after one untimed step (the loss check)
     compile: bool = True                          # time torch.compile (minutes of compiling on a CPU)
     grid_image: int = 500                         # AlexNet amortization: 500 -> a 10x10 grid

@@ -35,8 +35,8 @@ LAYER, AFFINE, CONVOLUTION = "layer", "affine", "convolution"
 @dataclass(frozen=True)
 class Step:
     """Layers ``first..last`` of an inference pass and how they run: ``LAYER`` (one layer, as always),
-    ``AFFINE`` (a chain of per-channel affine layers as one pass) or ``CONVOLUTION`` (a convolution, with
-    the affine chain and the ReLU after it when ``last > first``; ``relu``: the last layer is that ReLU)."""
+    ``AFFINE`` (a chain of per-channel affine layers as one pass) or ``CONVOLUTION`` (a convolution with the
+    affine chain in place after it folded in); ``relu``: an in-place ReLU ends the step (the last layer)."""
     first: int
     last: int
     kind: str = LAYER
@@ -88,8 +88,9 @@ class InferenceFusion:
                 return None
             # batch_norm's inference kernel with mean 0, variance 1 and eps 0 is exactly x * m + a, and runs
             # at memory speed (twice as fast as addcmul broadcasting over the channels)
-            return F.batch_norm(x, constants.zeros, constants.ones, constants.multiplier, constants.addend,
-                                False, 0.0, 0.0)
+            y = F.batch_norm(x, constants.zeros, constants.ones, constants.multiplier, constants.addend,
+                             False, 0.0, 0.0)
+            return _relu_(y, slots[step.last].impl.negative_slope) if step.relu else y
         conv = first.impl
         if canonical_axis(conv, conv.p.axis, x.dim()) != 1 or len(first.param_blobs) != 1 + conv.p.bias_term:
             return None
@@ -101,9 +102,7 @@ class InferenceFusion:
         if _packable(conv, x, dtype):
             return _packed_convolution(conv, x if x.dtype == dtype else x.to(dtype), constants, slope)
         y = conv.convolve([x], constants.weight, constants.bias)[0]  # autocast, if on, casts
-        if slope is not None:
-            y = torch.relu_(y) if slope == 0.0 else F.leaky_relu_(y, slope)
-        return y
+        return y if slope is None else _relu_(y, slope)
 
     def _computed(self, step: Step, slots: Sequence[Any], shape: Tuple[int, ...]) -> Optional[_Constants]:
         """The step's constants for a chain blob of ``shape``, kept while no parameter involved changes."""
@@ -113,7 +112,7 @@ class InferenceFusion:
         if cached is not None and cached.versions == versions and cached.axes == (len(shape), shape[1]):
             return cached
         constants = _Constants(versions, (len(shape), shape[1]))
-        chain = slots[step.first + 1 if step.kind == CONVOLUTION else step.first:step.last + (0 if step.relu else 1)]
+        chain = slots[step.first + (step.kind == CONVOLUTION):step.last + (not step.relu)]
         affine = _combined_affine(chain, shape) if chain else None
         if chain and affine is None:
             return None
@@ -166,6 +165,11 @@ def _packable(conv: Any, x: torch.Tensor, dtype: torch.dtype) -> bool:
             and x.dim() == 4 and x.numel() > 0 and not conv.use_winograd and torch.backends.mkldnn.is_available())
 
 
+def _relu_(y: torch.Tensor, slope: float) -> torch.Tensor:
+    """Caffe's ReLU on a fresh tensor, in place."""
+    return torch.relu_(y) if slope == 0.0 else F.leaky_relu_(y, slope)
+
+
 def _fold(weight: torch.Tensor, bias: Optional[torch.Tensor], multiplier: torch.Tensor,
           addend: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """A convolution's weight and bias with ``y * multiplier + addend`` applied to its output channels."""
@@ -193,13 +197,11 @@ def _plan(slots: Sequence[Any], start: int, end: int) -> List[Step]:
     index = start
     while index <= end:
         slot = slots[index]
-        if _is_affine(slot):
-            last = _in_place_chain_end(slots, index + 1, end, slot.tops[0])
-            step = Step(index, last, AFFINE)
-        elif _is_convolution(slot):
+        kind = AFFINE if _is_affine(slot) else CONVOLUTION if _is_convolution(slot) else LAYER
+        if kind != LAYER:
             last = _in_place_chain_end(slots, index + 1, end, slot.tops[0])
             relu = last < end and _is_in_place_relu(slots[last + 1], slot.tops[0])
-            step = Step(index, last + relu, CONVOLUTION, relu)
+            step = Step(index, last + relu, kind, relu)
         else:
             step = Step(index, index)
         steps.append(step)

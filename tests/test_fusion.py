@@ -79,7 +79,7 @@ def test_fused_steps_give_caffes_blobs():
     steps = fused.graph._fusion.steps(fused.graph.slots, 0, len(fused.graph.slots) - 1)
     names = [[fused.graph.slots[i].name for i in range(s.first, s.last + 1)] + [s.kind] for s in steps]
     assert names == [["input", LAYER], ["conv1", "bn1", "scale1", "relu1", CONVOLUTION], ["conv2", CONVOLUTION],
-                     ["bn2", "scale2", AFFINE], ["relu2", LAYER], ["pool", LAYER]]
+                     ["bn2", "scale2", "relu2", AFFINE], ["pool", LAYER]]
     want = _blobs(plain, image)
     assert _calls(lambda: _blobs(fused, image), "mkldnn::_convolution_pointwise") == 2
     assert _calls(lambda: _blobs(fused, image), "aten::native_batch_norm") == 1  # bn2 + scale2 in one pass
