@@ -99,12 +99,16 @@ def _header(results: Dict[str, Any]) -> List[str]:
 
 def _earlier_runs(results: Dict[str, Any]) -> List[str]:
     """The cases whose figures a ``--merge`` run kept from earlier runs, and when and where those ran."""
-    earlier = [(name, results["case_machines"][name]) for name in results.get("kept_cases", ())]
-    if not earlier:
+    runs: Dict[str, List[str]] = {}
+    for name in results.get("kept_cases", ()):
+        m = results["case_machines"][name]
+        when = (f"commit `{m['commit']}`{' plus uncommitted changes' * bool(m['uncommitted_changes'])}, "
+                f"{m['date_utc']} UTC, load average at start {m['load_average_at_start'][0]:.1f}")
+        runs.setdefault(when, []).append(name)
+    if not runs:
         return []
     return ["Figures kept from earlier runs (`--merge`): " + "; ".join(
-        f"{name} at commit `{m['commit']}`, {m['date_utc']} UTC, load average at start "
-        f"{m['load_average_at_start'][0]:.1f}" for name, m in earlier) + "."]
+        f"{', '.join(names)} at {when}" for when, names in runs.items()) + "."]
 
 
 def _targets(cases: Dict[str, Any]) -> List[str]:

@@ -111,20 +111,15 @@ class InferenceFusion:
         cached = self._constants.get(key)
         if cached is not None and cached.versions == versions and cached.axes == (len(shape), shape[1]):
             return cached
-        constants = _Constants(versions, (len(shape), shape[1]))
-        chain = slots[step.first + (step.kind == CONVOLUTION):step.last + (not step.relu)]
-        affine = _combined_affine(chain, shape) if chain else None
-        if chain and affine is None:
+        computed = _step_parameters(step, slots, shape)
+        if computed is None:
             return None
+        constants = _Constants(versions, (len(shape), shape[1]))
         if step.kind == AFFINE:
-            constants.multiplier, constants.addend = affine
-            constants.zeros, constants.ones = torch.zeros_like(affine[0]), torch.ones_like(affine[0])
+            constants.multiplier, constants.addend = computed
+            constants.zeros, constants.ones = torch.zeros_like(computed[0]), torch.ones_like(computed[0])
         else:
-            conv = slots[step.first]
-            constants.weight = conv.param_blobs[0].tensor().detach()
-            constants.bias = conv.param_blobs[1].tensor().detach() if conv.impl.p.bias_term else None
-            if affine is not None:
-                constants.weight, constants.bias = _fold(constants.weight, constants.bias, *affine)
+            constants.weight, constants.bias = computed
         if all(version is not None for version in versions):
             self._constants[key] = constants
         else:  # a numpy array of a parameter is alive: it may be written before the next forward
@@ -175,6 +170,22 @@ def _fold(weight: torch.Tensor, bias: Optional[torch.Tensor], multiplier: torch.
     """A convolution's weight and bias with ``y * multiplier + addend`` applied to its output channels."""
     scaled = weight * multiplier.reshape((-1,) + (1,) * (weight.dim() - 1))
     return scaled, addend if bias is None else torch.addcmul(addend, bias, multiplier)
+
+
+def _step_parameters(step: Step, slots: Sequence[Any],
+                     shape: Tuple[int, ...]) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """What a step computes from its layers' parameters for a chain blob of ``shape``: the chain's
+    ``(multiplier, addend)`` (AFFINE), or the convolution's weight and bias with the chain folded in."""
+    chain = slots[step.first + (step.kind == CONVOLUTION):step.last + (not step.relu)]
+    affine = _combined_affine(chain, shape) if chain else None
+    if chain and affine is None:
+        return None
+    if step.kind == AFFINE:
+        return affine
+    conv = slots[step.first]
+    weight, *rest = (blob.tensor().detach() for blob in conv.param_blobs)
+    bias = rest[0] if conv.impl.p.bias_term else None
+    return (weight, bias) if affine is None else _fold(weight, bias, *affine)
 
 
 def _combined_affine(chain: Sequence[Any], shape: Tuple[int, ...]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
