@@ -108,7 +108,9 @@ def machine() -> Dict[str, Any]:
     return {
         "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "commit": _git("rev-parse", "--short", "HEAD") or "unknown",
-        "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # the benchmark's own outputs do not count: a --merge run finds the last run's there
+        "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                                         ":!BENCHMARKS.md", ":!bench/results.json")),
         "cpu": _cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "logical_cpus": os.cpu_count(),

@@ -4,7 +4,8 @@ Nothing here knows about Caffe layers, blobs or prototxts: a ``torch.nn.Module``
 layer and a hand-written ``forward`` (in-place ReLUs, ceil-mode pooling, transposed convolutions, the
 release's fixed crop offsets), the way pytorch-fcn or torchvision would write it. ``load_from`` takes the
 weights of a runner ``Net`` of the same shape, so both compute on identical numbers and the benchmark can
-demand identical outputs before it compares times.
+demand the same outputs (up to float rounding: the runner's inference convolutions go through oneDNN with
+packed weights and fused ReLUs, torch's plain ones do not) before it compares times.
 """
 from __future__ import annotations
 

@@ -38,7 +38,31 @@ TARGETS: Sequence[Target] = (
      lambda c: f"{c['ways']['copy_from']['peak_over_file_size']:.2f}x", lambda v: v < 1.3),
     ("filter dilation faster than shift-and-stitch on the same dense output (Section 3.2)", "dilation",
      lambda c: c["dilated_speedup"], lambda c: f"{c['dilated_speedup']:.1f}x", lambda v: v > 1.0),
+    ("`set_speed(compile=True)` >= 1.3x faster than the default `net.forward()` on FCN-8s", "forward",
+     lambda c: c["option_speedups"].get("compile"), lambda c: f"{c['option_speedups']['compile']:.2f}x",
+     lambda v: v >= 1.3),
+    ("bfloat16: the runner's best within 1.15x of plain PyTorch's best bfloat16 configuration (FCN-8s)", "forward",
+     lambda c: c.get("bf16_runner_over_plain"), lambda c: f"{c['bf16_runner_over_plain']:.2f}x its time",
+     lambda v: v <= 1.15),
+    ("the default `net.forward()` faster than OpenCV DNN on every zoo net, at every thread count", "zoo",
+     lambda c: _zoo_worst(c, "opencv_over_runner")[0], lambda c: _zoo_show(c, "opencv_over_runner"),
+     lambda v: v > 1.0),
+    ("`set_speed(compile=True)` >= 1.3x faster than the default on every zoo net", "zoo",
+     lambda c: _zoo_worst(c, "compile_speedup")[0], lambda c: _zoo_show(c, "compile_speedup"), lambda v: v >= 1.3),
 )
+
+
+def _zoo_worst(c: Dict[str, Any], key: str) -> Tuple[Optional[float], str]:
+    """The smallest of a zoo figure over nets and thread counts, and where (None where none was measured)."""
+    found = [(t[key], f"{name}, {threads} thread{'s' * (threads != '1')}") for name, net in c["nets"].items()
+             for threads, t in net["threads"].items() if t.get(key) is not None]
+    return min(found) if found else (None, "")
+
+
+def _zoo_show(c: Dict[str, Any], key: str) -> str:
+    values = [t[key] for net in c["nets"].values() for t in net["threads"].values() if t.get(key) is not None]
+    worst, where = _zoo_worst(c, key)
+    return f"{min(values):.2f}x to {max(values):.2f}x (lowest: {where})"
 
 
 def _table(header: Sequence[str], rows: List[Sequence[Any]]) -> List[str]:
@@ -65,6 +89,7 @@ def _header(results: Dict[str, Any]) -> List[str]:
         f"{m['torch_threads']} threads, {m['memory_gib']} GiB; GPU: {m['gpu'] or 'none'}. Python {m['python']}, "
         f"torch {m['torch']}, numpy {m['numpy']}, OpenCV {m['opencv']}, protobuf {m['protobuf']}. "
         f"Load average (1, 5, 15 min) at start: {load}; at end: {end}.",
+    ] + _earlier_runs(results) + [
         "Host memory: " + ("freed blocks kept in the process for reuse (`runner.host_memory`, "
                            "`make bench ARGS=--keep-freed-memory`), for every contender alike." if m.get("freed_memory_kept") else
                            "glibc's defaults (freed large blocks go back to the OS), as a pycaffe script runs; every "
@@ -72,11 +97,26 @@ def _header(results: Dict[str, Any]) -> List[str]:
     ]
 
 
+def _earlier_runs(results: Dict[str, Any]) -> List[str]:
+    """The cases whose figures a ``--merge`` run kept from earlier runs, and when and where those ran."""
+    runs: Dict[str, List[str]] = {}
+    for name in results.get("kept_cases", ()):
+        m = results["case_machines"][name]
+        when = (f"commit `{m['commit']}`{' plus uncommitted changes' * bool(m['uncommitted_changes'])}, "
+                f"{m['date_utc']} UTC, load average at start {m['load_average_at_start'][0]:.1f}")
+        runs.setdefault(when, []).append(name)
+    if not runs:
+        return []
+    return ["Figures kept from earlier runs (`--merge`): " + "; ".join(
+        f"{', '.join(names)} at {when}" for when, names in runs.items()) + "."]
+
+
 def _targets(cases: Dict[str, Any]) -> List[str]:
     rows = []
     for label, case, read, show, met in TARGETS:
-        if case in cases:
-            rows.append((label, show(cases[case]), "met" if met(read(cases[case])) else "**missed**"))
+        value = read(cases[case]) if case in cases else None
+        if value is not None:  # a figure the run did not measure (a quick run compiles nothing) has no row
+            rows.append((label, show(cases[case]), "met" if met(value) else "**missed**"))
     return ["## Targets", ""] + _table(("target", "measured", ""), rows) if rows else []
 
 
@@ -86,10 +126,12 @@ FORWARD_NAMES = {
     "opencv_dnn": "OpenCV DNN (`readNetFromCaffe`, its defaults: Winograd 3x3)",
     "opencv_dnn_direct": "OpenCV DNN, `enableWinograd(False)`",
     "winograd": "runner, `set_speed(winograd=True)` (NNPACK: Winograd 3x3, FFT 7x7)",
-    "channels_last": "runner, `set_speed(channels_last=True)`",
     "bf16_autocast": "runner, `set_speed(autocast=torch.bfloat16)`",
-    "channels_last_bf16": "runner, channels_last + bf16 autocast",
-    "compile": "runner, `set_speed(compile=True)` (inductor)",
+    "compile": "runner, `set_speed(compile=True)` (inductor, frozen weights)",
+    "bf16_compile": "runner, `set_speed(autocast=torch.bfloat16, compile=True)`",
+    "plain_bf16_autocast": "plain PyTorch, bf16 autocast",
+    "plain_bf16_weights": "plain PyTorch, bf16 weights, channels-last bf16 input",
+    "plain_bf16_compile": "plain PyTorch, `torch.compile` with frozen weights, bf16 autocast",
 }
 
 
@@ -103,8 +145,7 @@ def _forward_rows(c: Dict[str, Any], timings: Dict[str, Any], peak: float) -> Li
         error = c["checks"].get(f"{name}_relative_error")
         rows.append((FORWARD_NAMES.get(name, name), _ms(timing["median_s"]), _ms(timing["best_s"]),
                      _ms(timing["cpu_median_s"]), f"{runner / timing['median_s']:.2f}x",
-                     f"{gflops:.0f} ({100 * gflops / peak:.0f}%)",
-                     "bit-equal" if name == "plain_pytorch" else f"{error:.1e}" if error is not None else ""))
+                     f"{gflops:.0f} ({100 * gflops / peak:.0f}%)", f"{error:.1e}" if error is not None else ""))
     return rows
 
 
@@ -126,8 +167,14 @@ def _forward(c: Dict[str, Any]) -> List[str]:
               f"time), {100 * c['runner_overhead_vs_plain_cpu']:+.1f}% (median CPU time).", "",
               "Speed options (`Net.set_speed`), timed in a second round against the runner:", ""]
     lines += _table(header, _forward_rows(c, c["option_timings"], peak["options"]))
-    if c.get("compile_seconds") is not None:
-        lines += [f"Compiling (trace + inductor, first call) took {c['compile_seconds']:.0f} s.", ""]
+    if c.get("compile_seconds"):
+        lines += ["Compiling (trace + inductor, first call) took " + ", ".join(
+            f"{seconds:.0f} s ({name.replace('_', ' ')})" for name, seconds in c["compile_seconds"].items()) + ".", ""]
+    if c.get("bf16_runner_over_plain") is not None:
+        best = c["bf16_best"]
+        lines += [f"bfloat16, best against best: the runner's fastest ({FORWARD_NAMES[best['runner']]}) takes "
+                  f"{c['bf16_runner_over_plain']:.2f}x the time of plain PyTorch's fastest "
+                  f"({FORWARD_NAMES[best['plain']]}).", ""]
     return lines
 
 
@@ -229,9 +276,35 @@ def _gpu(c: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _zoo(c: Dict[str, Any]) -> List[str]:
+    rows = []
+    for name, net in c["nets"].items():
+        for threads, t in net["threads"].items():
+            timings = t["timings"]
+            compiled = timings.get("compile")
+            rows.append((name, threads, _ms(timings["runner"]["median_s"]),
+                         _ms(compiled["median_s"]) if compiled else "",
+                         _ms(timings["opencv_dnn"]["median_s"]), f"**{t['opencv_over_runner']:.2f}x**",
+                         f"{t['compile_speedup']:.2f}x" if t.get("compile_speedup") else "",
+                         f"{max(t['relative_errors'].values()):.1e}",
+                         f"{t['compile_seconds']:.0f} s" if t.get("compile_seconds") else ""))
+    load = ", ".join(f"{v:.1f}" for v in c["load_average"])
+    return ["## 9. Model-zoo nets: the default `net.forward()`, `compile=True` and OpenCV DNN", "",
+            "The zoo's deploy prototxts of BVLC layers (bench/zoo/, sources in bench/zoo/SOURCES.tsv) at batch 1, "
+            "random He-normal weights, BatchNorm statistics set from the timing image; OpenCV reads the same "
+            "prototxt and the same weights saved as a caffemodel. Threads: torch's intra-op threads and "
+            "`cv2.setNumThreads` alike; the three take turns, medians. Error: the largest deviation of OpenCV's "
+            "or the compiled output from the default's, relative to its magnitude. Compile: trace and inductor at "
+            "the first call (compiled code is specialised to the thread count). Speeds are ratios of medians "
+            f"within one row: OpenCV's time over the default's, the default's over compiled. Load average "
+            f"(1, 5, 15 min) at the end of the case: {load}.", ""] + \
+        _table(("net", "threads", "default", "compile=True", "OpenCV DNN", "default vs OpenCV", "compile vs default",
+                "error", "compile"), rows)
+
+
 SECTIONS: Dict[str, Callable[[Dict[str, Any]], List[str]]] = {
     "forward": _forward, "training": _training, "amortize": _amortize, "loading": _loading, "data": _data,
-    "scoring": _scoring, "gpu": _gpu, "dilation": _dilation}
+    "scoring": _scoring, "gpu": _gpu, "dilation": _dilation, "zoo": _zoo}
 
 
 def fresh_demo_section(record: Optional[Dict[str, Any]]) -> List[str]:
@@ -240,7 +313,7 @@ def fresh_demo_section(record: Optional[Dict[str, Any]]) -> List[str]:
         return []
     m = record["machine"]
     scores = ", ".join(f"{name} {100 * iu:.1f}" for name, iu in record["mean_iu"].items() if iu is not None)
-    return ["## 9. `make demo` from a fresh clone", "",
+    return ["## 10. `make demo` from a fresh clone", "",
             f"`python -m bench.fresh_demo` at commit `{m['commit']}`, {m['date_utc']} UTC: `git clone`, then "
             "`make demo` with no virtualenv active, so the time includes making `.venv` and installing torch "
             f"and the rest. {m['logical_cpus']} logical CPUs ({m['cpu']}); load average before "

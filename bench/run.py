@@ -1,6 +1,7 @@
 """``python -m bench.run``: run the cases, write the raw figures (JSON) and BENCHMARKS.md.
 
-``--quick`` runs every case on toy sizes (seconds, for the smoke test); ``--cases`` picks some.
+``--quick`` runs every case on toy sizes (seconds, for the smoke test); ``--cases`` picks some, and ``--merge``
+keeps the figures of the others from the last run's JSON.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from bench import fresh_demo, report
-from bench.cases import amortize, data, dilation, forward, gpu, loading, scoring, training
+from bench.cases import amortize, data, dilation, forward, gpu, loading, scoring, training, zoo
 from bench.measure import REPO, machine
 from bench.sizes import FULL, QUICK, Sizes
 from netspec.atomic import write_atomically
@@ -25,7 +26,7 @@ from runner.host_memory import keep_freed_memory, release_freed_memory
 
 CASES: Dict[str, ModuleType] = {"forward": forward, "training": training, "amortize": amortize,
                                 "loading": loading, "data": data, "scoring": scoring, "gpu": gpu,
-                                "dilation": dilation}
+                                "dilation": dilation, "zoo": zoo}
 
 
 def run_cases(sizes: Sizes, names: Sequence[str] = tuple(CASES), threads: Optional[int] = None) -> Dict[str, Any]:
@@ -52,6 +53,17 @@ def run_cases(sizes: Sizes, names: Sequence[str] = tuple(CASES), threads: Option
         torch.set_num_threads(before)
 
 
+def merged(earlier: Dict[str, Any], later: Dict[str, Any]) -> Dict[str, Any]:
+    """``later``'s figures over ``earlier``'s: the cases ``later`` ran replace theirs, the others are kept, each
+    with the record of the machine and run that measured it (``case_machines``), which the report names. A
+    long benchmark can so be run a few cases at a time."""
+    machines = dict(earlier.get("case_machines") or {name: earlier["machine"] for name in earlier["cases"]})
+    machines.update({name: later["machine"] for name in later["cases"]})
+    return {**later, "cases": {**earlier["cases"], **later["cases"]},
+            "case_seconds": {**earlier.get("case_seconds", {}), **later["case_seconds"]}, "case_machines": machines,
+            "kept_cases": [name for name in earlier["cases"] if name not in later["cases"]]}
+
+
 def write(results: Dict[str, Any], markdown_path: str, json_path: str) -> None:
     """BENCHMARKS.md and the raw JSON, each replaced atomically."""
     write_atomically(json_path, (json.dumps(results, indent=1) + "\n").encode())
@@ -73,6 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--markdown", default=os.path.join(REPO, "BENCHMARKS.md"))
     parser.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the figures of the cases not run from the existing --json (the report says so)")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="keep freed host memory for reuse (runner.host_memory, as the fcn commands do); "
                              "default: glibc's defaults, as a pycaffe script runs")
@@ -80,6 +94,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.keep_freed_memory:
         keep_freed_memory()  # every contender runs in this process and shares it
     results = run_cases(QUICK if args.quick else FULL, [c for c in args.cases.split(",") if c], args.threads)
+    if args.merge and os.path.exists(args.json):
+        with open(args.json) as handle:
+            results = merged(json.load(handle), results)
     write(results, args.markdown, args.json)
     print(report.render(results, fresh_demo_record()))
 

@@ -20,8 +20,9 @@ from netspec import caffe_pb2
 
 #: PASCAL VOC's mean pixel in BGR order, the one every released FCN model subtracts.
 VOC_MEAN = (104.00698793, 116.66876762, 122.67891434)
-#: ``speed`` choices: Net.set_speed keywords. "exact" is Caffe's float32; "winograd" rounds about 1e-5 of the
-#: scores' magnitude per layer on the CPU (about 1.7x faster, BENCHMARKS.md); "bf16" about 1e-2.
+#: ``speed`` choices: Net.set_speed keywords. "exact" is Caffe's float32 (on the CPU through oneDNN with packed
+#: weights, runner.fusion); "winograd" rounds about 1e-5 of the scores' magnitude per layer on the CPU (NNPACK:
+#: faster than "exact" on some CPUs, slower on BENCHMARKS.md's); "bf16" about 1e-2 (3.7x faster there).
 SPEEDS = {"exact": {}, "winograd": dict(winograd=True), "bf16": dict(autocast=torch.bfloat16)}
 
 ImageLike = Union[PathLike, Image.Image, np.ndarray]

@@ -5,15 +5,30 @@ Caffe's SyncedMemory keeps a host and a device copy and a "head" saying which on
 before a GPU forward is honoured. We keep the same contract. On the CPU the numpy arrays are views of
 the tensors' storage, so there is never a copy; on a GPU the host mirror is filled only when Python
 code asks for it, so the hot path (layer to layer on the device) never synchronises.
+
+Inference on the CPU may leave a blob's tensor in channels-last layout (the one oneDNN's kernels take);
+``.data`` then turns it back into a C-contiguous tensor, once, before handing out the view, so that Python
+always sees Caffe's NCHW arrays and writes into them reach the blob.
+
+The runner keeps things computed from parameters (packed convolution weights, compiled code holding them as
+constants), so it must know when a parameter may have changed. Torch's version counter sees writes made
+through tensors; writes through a numpy array handed out by ``.data`` leave no trace, so a Blob takes a new
+stamp for every array it hands out (and every new tensor) and remembers the arrays still alive
+(``data_version``).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import itertools
+import weakref
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 _DEVICE, _HOST = "device", "host"
+#: Numbers no two states of any blobs share: a Blob takes a new one whenever its data may have changed in a
+#: way torch's version counter does not see (a new tensor, a numpy array handed out).
+_STAMPS = itertools.count()
 
 
 class _Synced:
@@ -62,6 +77,8 @@ class _Synced:
         """The host array; on a device, copied over and marked as the current head (the caller may write)."""
         t = self.tensor  # a 0-axis blob (a loss, an accuracy) stays 0-d, as real pycaffe shows it
         if t.device.type == "cpu":
+            if not t.is_contiguous():  # left channels-last by an inference pass: NCHW from now on
+                t = self._tensor = t.contiguous()
             return t.detach().numpy()
         if self.head == _DEVICE:
             if self.host is None or self.host.shape != tuple(t.shape):
@@ -105,11 +122,18 @@ class Blob:
         self._data = _Synced(tensor) if tensor is not None else \
             _Synced.zeros(tuple(int(d) for d in shape), torch.device(device))
         self._diff: Optional[_Synced] = None
+        self._stamp = next(_STAMPS)
+        self._live_arrays: List["weakref.ref[np.ndarray]"] = []
 
     # ----- the arrays -----
     @property
     def data(self) -> np.ndarray:
-        return self._data.numpy()
+        array = self._data.numpy()
+        self._stamp = next(_STAMPS)
+        if self._data.device.type == "cpu":  # the array is the tensor's memory: writes may come at any time
+            self._live_arrays = [ref for ref in self._live_arrays if ref() is not None]
+            self._live_arrays.append(weakref.ref(array))
+        return array
 
     @data.setter
     def data(self, value: np.ndarray) -> None:
@@ -166,6 +190,7 @@ class Blob:
         else:  # new zeros, allocated when first read
             self._data = _Synced.zeros(new_shape, self._data.device)
         self._diff = None
+        self._stamp = next(_STAMPS)
 
     # ----- for the runner -----
     @property
@@ -176,9 +201,19 @@ class Blob:
         """The current data tensor (host-side writes applied)."""
         return self._data.current()
 
+    def data_version(self) -> Optional[Tuple[int, int, int]]:
+        """A value that changes whenever the data may have changed: a new tensor or storage, a write through
+        torch (its version counter), a numpy array handed out (which may have been written). None while such
+        an array of CPU data is still alive, as Python may write through it at any moment unseen."""
+        if self._live_arrays and any(ref() is not None for ref in self._live_arrays):
+            return None
+        t = self._data.tensor
+        return self._stamp, t._version, t.data_ptr()
+
     def set_tensor(self, tensor: torch.Tensor) -> None:
         """Make a freshly computed tensor this blob's data (the device copy becomes the head)."""
         self._data.set(tensor)
+        self._stamp = next(_STAMPS)
 
     def diff_tensor(self) -> torch.Tensor:
         return self._diff_synced().current()
@@ -202,6 +237,7 @@ class Blob:
         self._data.to(device)
         if self._diff is not None:
             self._diff.to(device)
+        self._stamp = next(_STAMPS)
 
     def _diff_synced(self) -> _Synced:
         if self._diff is None or self._diff.shape != self._data.shape:

@@ -4,8 +4,8 @@
 decide loss weights and which parameters and blobs need gradients). ``NetGraph.run`` is the hot loop:
 one dict look-up and one layer call per layer, no host synchronisation. ``NetGraph.backward`` asks
 autograd for exactly the gradients Caffe would compute and files them into the Blobs' diffs.
-``SpeedOptions`` (all off by default) trade Caffe's plain float32 execution for speed: channels-last
-convolutions, autocast, torch.compile of the built-in layers.
+``SpeedOptions`` (all off by default) trade Caffe's plain float32 execution for speed: autocast,
+torch.compile of the built-in layers, Winograd convolutions.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from netspec.upgrade import upgrade_net
 from runner import caffe_rng
 from runner.blob import Blob
 from runner.fillers import fill
+from runner.fusion import LAYER, InferenceFusion
 from runner.in_place import OwnedBlobs
 from runner.init_log import NetInitLog
 from runner.layers.base import Layer
@@ -38,8 +39,6 @@ from runner.registry import layer_class
 INPUT_TYPES = ("Input",)
 #: Layer types that autocast leaves in float32, besides losses.
 FLOAT32_TYPES = ("Softmax",)
-#: Layer types that take channels-last inputs (the layout then carries on through the layers after them).
-CHANNELS_LAST_TYPES = ("Convolution", "Deconvolution")
 
 
 @dataclass(frozen=True)
@@ -47,22 +46,26 @@ class SpeedOptions:
     """Opt-in ways to run faster than Caffe's plain float32 loop (each tested against it in
     tests/test_bench.py; measured in BENCHMARKS.md).
 
-    ``channels_last``: convolutions get NHWC inputs, the layout oneDNN and cuDNN prefer; their outputs stay
-    NHWC, so the layout flows on through ReLU and pooling (Blob ``.data`` views are then strided).
     ``autocast``: a dtype (``torch.bfloat16``, ``torch.float16``) that convolutions and matrix products run
     in; losses and Softmax get float32 bottoms with autocast off, and the net's outputs and Python layers'
     bottoms are handed over as float32 (both are read through numpy). Other intermediate blobs hold the
     reduced dtype: read them with ``Blob.tensor()``.
     ``compile``: ``True`` (inductor) or a torch.compile backend name. Each stretch of built-in layers
     between Python/Input layers is traced to one function and compiled per input shape. Inference only:
-    it applies to whole forwards under ``torch.no_grad()`` without forward hooks; otherwise the plain loop
-    runs. A stretch that cannot be traced or compiled runs eagerly, with a warning.
+    it applies to whole forwards that record no gradient (a deploy net, or under ``torch.no_grad()``)
+    without forward hooks; otherwise the plain loop runs. The parameters are frozen into the compiled code
+    as constants (inductor folds them and packs convolution weights for oneDNN once), so a forward after
+    any of them changed (through torch, ``.data``, ``copy_from``, ``share_with``, a reshape) compiles
+    afresh; while a numpy array of a stretch's parameters handed out by ``.data`` is still alive, writes
+    through it could not be seen, so that stretch runs uncompiled (with a warning). Layers that write their
+    own parameters in forward (BatchNorm on batch statistics) take them as inputs instead. On the CPU,
+    compiled stretches keep 4-D blobs channels-last, the layout oneDNN computes in (``.data`` gives NCHW).
+    A stretch that cannot be traced or compiled runs uncompiled, with a warning.
     ``winograd``: CPU float32 convolutions with stride 1 run in the transform domain (Winograd F(6x6, 3x3) for
     3x3 kernels) through NNPACK when no gradient is needed: about 2x faster, rounding about 1e-5 of the
     output's magnitude per layer (see ``runner.layers.winograd``). Eager float32 forwards only, so neither with
     ``compile`` nor with ``autocast``.
     """
-    channels_last: bool = False
     autocast: Optional[torch.dtype] = None
     compile: Union[bool, str] = False
     winograd: bool = False
@@ -121,6 +124,7 @@ class NetGraph(torch.nn.Module):
         self.speed = SpeedOptions()
         self._stretches: Optional[List[Tuple[int, int, Optional["_CompiledStretch"]]]] = None
         self._float32_blobs: set = set()
+        self._fusion = InferenceFusion()
         #: Parameters built unfilled (``build_graph(defer_fills=True)``) and their fillers, in creation order.
         self.deferred_fills: List[Tuple[torch.nn.Parameter, Any]] = []
 
@@ -162,18 +166,18 @@ class NetGraph(torch.nn.Module):
         of that tensor, as in-place layers overwrite Caffe's diff on the way down). Returns the weighted
         loss terms of the layers run."""
         losses: List[torch.Tensor] = []
+        # without a gradient or hooks, in-place layers may overwrite what only the runner holds
+        inference = not torch.is_grad_enabled() and not before and not after
+        owned = OwnedBlobs() if inference else None
         with self._autocast():
-            if self.speed.compile and not torch.is_grad_enabled() and not before and not after \
-                    and (start, end) == (0, len(self.slots) - 1):
+            if self.speed.compile and inference and (start, end) == (0, len(self.slots) - 1):
                 for first, last, stretch in self._plan():
-                    if stretch is not None:
-                        self._run_stretch(stretch, first_versions, losses)
-                    else:
-                        for index in range(first, last + 1):
-                            self._run_slot(index, first_versions, losses)
+                    if stretch is None or not self._run_stretch(stretch, first_versions, losses):
+                        self._run_fused(first, last, first_versions, losses, owned)
                 return losses
-            # without a gradient or hooks, in-place layers may overwrite what only the runner holds
-            owned = OwnedBlobs() if not torch.is_grad_enabled() and not before and not after else None
+            if inference:
+                self._run_fused(start, end, first_versions, losses, owned)
+                return losses
             for index in range(start, end + 1):
                 for fn in before:
                     fn(index)
@@ -181,6 +185,22 @@ class NetGraph(torch.nn.Module):
                 for fn in after:
                     fn(index)
         return losses
+
+    def _run_fused(self, start: int, end: int, first_versions: Dict[str, torch.Tensor], losses: List[torch.Tensor],
+                   owned: OwnedBlobs) -> None:
+        """Layers ``start..end`` of an inference pass, convolutions and the affine layers and ReLU in place
+        after them as one step (``runner.fusion``)."""
+        for step in self._fusion.steps(self.slots, start, end):
+            top = self._fusion.run(step, self.slots, self.blobs, self.speed.autocast) if step.kind != LAYER else None
+            if top is None:
+                for index in range(step.first, step.last + 1):
+                    self._run_slot(index, first_versions, losses, owned)
+                continue
+            name = self.slots[step.first].tops[0]
+            top = self._output_dtype(name, top)
+            self.blobs[name].set_tensor(top)
+            first_versions[name] = top
+            owned.fresh(name)
 
     def _run_slot(self, index: int, first_versions: Dict[str, torch.Tensor], losses: List[torch.Tensor],
                   owned: Optional[OwnedBlobs] = None) -> None:
@@ -196,8 +216,11 @@ class NetGraph(torch.nn.Module):
         bottoms = [blobs[b].tensor() for b in slot.bottoms]
         params = [b.tensor() for b in slot.param_blobs]
         tops = None
-        if owned is not None and owned.may_overwrite(slot):
-            tops = slot.impl.forward_in_place(bottoms, params)
+        if owned is not None:
+            if owned.may_overwrite(slot):
+                tops = slot.impl.forward_in_place(bottoms, params)
+            if tops is None and self.speed.autocast is None and slot.impl is not None:
+                tops = slot.impl.forward_inference(bottoms, params)
         if tops is None:
             tops = self.forward_slot(slot, bottoms, params)
         tops = [self._output_dtype(name, tensor) for name, tensor in zip(slot.tops, tops)]
@@ -213,10 +236,7 @@ class NetGraph(torch.nn.Module):
     def forward_slot(self, slot: LayerSlot, bottoms: List[torch.Tensor],
                      params: List[torch.Tensor]) -> List[torch.Tensor]:
         """One layer's tops, under the speed options' layout and precision rules."""
-        speed = self.speed
-        if speed.channels_last and slot.type in CHANNELS_LAST_TYPES:
-            bottoms = [b.contiguous(memory_format=torch.channels_last) if b.dim() == 4 else b for b in bottoms]
-        if speed.autocast is not None and slot.keeps_float32:
+        if self.speed.autocast is not None and slot.keeps_float32:
             with torch.autocast(self._device_type(), enabled=False):
                 return self._call_layer(slot, [b.float() for b in bottoms], params)
         return self._call_layer(slot, bottoms, params)
@@ -262,15 +282,19 @@ class NetGraph(torch.nn.Module):
         return self._stretches
 
     def _run_stretch(self, stretch: "_CompiledStretch", first_versions: Dict[str, torch.Tensor],
-                     losses: List[torch.Tensor]) -> None:
-        tops = stretch([self.blobs[name].tensor() for name in stretch.inputs],
-                       [b.tensor() for slot in stretch.slots for b in slot.param_blobs])
+                     losses: List[torch.Tensor]) -> bool:
+        """Run a compiled stretch and file its tops; False where it declines and its layers must run one
+        by one (see ``_CompiledStretch.__call__``)."""
+        tops = stretch([self.blobs[name].tensor() for name in stretch.inputs])
+        if tops is None:
+            return False
         for name, tensor in zip(stretch.outputs, tops):
             tensor = self._output_dtype(name, tensor)
             self.blobs[name].set_tensor(tensor)
             first_versions[name] = tensor
             if self.loss_weights.get(name):
                 losses.append(tensor.detach().sum() * self.loss_weights[name])
+        return True
 
     def forward(self, **inputs: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``nn.Module`` entry point: set the given input tensors, run every layer, return the outputs."""
@@ -396,13 +420,16 @@ class NetGraph(torch.nn.Module):
 
 
 class _CompiledStretch:
-    """Built-in layers ``first..last`` as one function of the blobs they read from outside and their
-    parameters, returning every blob they write.
+    """Built-in layers ``first..last`` as one function of the blobs they read from outside, returning every
+    blob they write.
 
     The function is traced to aten operations on fake tensors (a layer whose forward looks at values
     cannot be traced; layers must not, as shapes are found on meta tensors too) and handed to
-    ``torch.compile``; one compiled function per input shapes, strides, dtypes and devices. If tracing or
-    compiling fails, the stretch runs eagerly from then on and a warning says why.
+    ``torch.compile``; one compiled function per input shapes, strides, dtypes and devices, and number of
+    threads. The parameters
+    are attributes of the traced module, which inductor's freezing turns into constants; the compiled
+    functions are dropped when any parameter's ``Blob.data_version`` changes. If tracing or compiling
+    fails, the stretch declines from then on (its layers run one by one) and a warning says why.
     """
 
     def __init__(self, graph: NetGraph, first: int, last: int) -> None:
@@ -413,8 +440,12 @@ class _CompiledStretch:
         for slot in self.slots:
             self.inputs += [b for b in slot.bottoms if b not in self.outputs and b not in self.inputs]
             self.outputs += [t for t in slot.tops if t not in self.outputs]
+        #: parameters may be frozen unless a layer writes its own in forward (they are inputs then)
+        self.freezable = not any(slot.impl.writes_params for slot in self.slots)
         self.failure: Optional[str] = None
         self._compiled: Dict[tuple, Callable] = {}
+        self._frozen_versions: Optional[list] = None
+        self._warned_live_arrays = False
 
     def eager(self, *flat: torch.Tensor) -> List[torch.Tensor]:
         """The stretch run layer by layer: ``flat`` is the outside bottoms, then every parameter in order."""
@@ -426,26 +457,75 @@ class _CompiledStretch:
             env.update(zip(slot.tops, tops))
         return [env[name] for name in self.outputs]
 
-    def __call__(self, inputs: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
-        flat = inputs + params
+    def __call__(self, inputs: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
+        """The stretch's tops, or None where it declines: it failed to compile, or a parameter's numpy array
+        is alive (frozen constants could not follow writes through it)."""
         if self.failure is not None:
-            return self.eager(*flat)
-        key = (self.graph.speed.autocast,) + tuple((t.shape, t.stride(), t.dtype, t.device) for t in flat)
+            return None
+        blobs = [b for slot in self.slots for b in slot.param_blobs]
+        params = [b.tensor() for b in blobs]
+        if self.freezable and not self._parameters_frozen(blobs):
+            return None
+        if self.graph._device_type() == "cpu":  # oneDNN's layout: no reorder of activations per layer
+            inputs = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in inputs]
+        args = inputs if self.freezable else inputs + params
+        # oneDNN's packed weights suit the number of threads they were packed for (runner.fusion)
+        key = (self.graph.speed.autocast, torch.get_num_threads()) + tuple(
+            (t.shape, t.stride(), t.dtype, t.device) for t in args)
         compiled = self._compiled.get(key)
+        from torch._inductor import config as inductor_config  # a second to import: only where compile is on
         try:
             if compiled is None:
-                backend = "inductor" if self.graph.speed.compile is True else self.graph.speed.compile
-                compiled = torch.compile(make_fx(self.eager, tracing_mode="fake")(*flat), backend=backend)
+                compiled = self._compile(inputs, params)
             # the trace already holds autocast's casts; autocast must not apply them a second time
-            with torch.autocast(self.graph._device_type(), enabled=False):
-                tops = compiled(*flat)
+            with torch.autocast(self.graph._device_type(), enabled=False), inductor_config.patch(freezing=True):
+                tops = compiled(*args)
         except Exception as err:  # any tracing or backend failure: this stretch stays eager
             self.failure = f"{type(err).__name__}: {err}".splitlines()[0]
-            warnings.warn(f"net '{self.graph.name}': layers {self.slots[0].name}..{self.slots[-1].name} run "
-                          f"without torch.compile ({self.failure})", RuntimeWarning, stacklevel=2)
-            return self.eager(*flat)
+            warnings.warn(f"net '{self.graph.name}': layers {self._names()} run without torch.compile "
+                          f"({self.failure})", RuntimeWarning, stacklevel=3)
+            return None
         self._compiled[key] = compiled
         return list(tops)
+
+    def _parameters_frozen(self, blobs: List[Blob]) -> bool:
+        """Whether the compiled functions may hold ``blobs`` as constants: none has a numpy array alive. Drops
+        the compiled functions when any changed since they were made."""
+        versions = [blob.data_version() for blob in blobs]
+        if any(version is None for version in versions):
+            if not self._warned_live_arrays:
+                self._warned_live_arrays = True
+                warnings.warn(f"net '{self.graph.name}': layers {self._names()} run uncompiled while a numpy array "
+                              f"of their parameters (from .data) is alive: compiled code holds parameters as "
+                              f"constants and could not see writes through it", RuntimeWarning, stacklevel=4)
+            return False
+        if versions != self._frozen_versions:
+            self._compiled.clear()
+            self._frozen_versions = versions
+        return True
+
+    def _compile(self, inputs: List[torch.Tensor], params: List[torch.Tensor]) -> Callable:
+        backend = "inductor" if self.graph.speed.compile is True else self.graph.speed.compile
+        traced = make_fx(self.eager, tracing_mode="fake")(*inputs, *params)
+        if self.freezable:
+            _parameters_as_attributes(traced, len(inputs), params)
+        return torch.compile(traced, backend=backend)
+
+    def _names(self) -> str:
+        return f"{self.slots[0].name}..{self.slots[-1].name}"
+
+
+def _parameters_as_attributes(traced: torch.fx.GraphModule, skip: int, params: List[torch.Tensor]) -> None:
+    """Turn the traced function's arguments after the first ``skip`` into buffers of its module holding
+    ``params``: dynamo lifts buffers as the module's own state, which inductor's freezing may fold."""
+    placeholders = [node for node in traced.graph.nodes if node.op == "placeholder"][skip:]
+    for index, (node, param) in enumerate(zip(placeholders, params)):
+        name = f"caffe_param_{index}"
+        traced.register_buffer(name, param.detach())
+        with traced.graph.inserting_before(node):
+            node.replace_all_uses_with(traced.graph.get_attr(name))
+        traced.graph.erase_node(node)
+    traced.recompile()
 
 
 # ----------------------------------------------------------------------------------------------------

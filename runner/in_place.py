@@ -25,6 +25,10 @@ class OwnedBlobs:
         return (slot.impl is not None and len(slot.bottoms) == 1 and slot.tops == slot.bottoms
                 and slot.bottoms[0] in self._owned)
 
+    def fresh(self, name: str) -> None:
+        """Blob ``name`` now holds memory a fused step (runner.fusion) has just allocated for it."""
+        self._owned.add(name)
+
     def record(self, slot: Any, inputs: List[torch.Tensor], tops: List[torch.Tensor]) -> None:
         """After ``slot`` ran on ``inputs`` (its bottoms and parameters) and its tops were stored: a top in
         fresh memory of its own becomes owned; a top sharing memory with an input (a view, an alias, a

@@ -283,13 +283,13 @@ class Net:
         return net_to_proto(self._graph)
 
     # ----- speed -----
-    def set_speed(self, channels_last: bool = False, autocast: Optional[torch.dtype] = None,
-                  compile: Union[bool, str] = False, winograd: bool = False) -> None:
-        """Opt into faster execution: NHWC convolutions, autocast to ``autocast`` (e.g. ``torch.bfloat16``),
-        torch.compile for inference (``True`` or a backend name), Winograd convolutions for CPU inference.
-        See ``runner.graph.SpeedOptions`` for what each changes; no arguments restore Caffe's plain float32
+    def set_speed(self, autocast: Optional[torch.dtype] = None, compile: Union[bool, str] = False,
+                  winograd: bool = False) -> None:
+        """Opt into faster execution: autocast to ``autocast`` (e.g. ``torch.bfloat16``), torch.compile for
+        inference (``True`` or a backend name), Winograd convolutions for CPU inference. See
+        ``runner.graph.SpeedOptions`` for what each changes; no arguments restore Caffe's plain float32
         loop."""
-        self._graph.set_speed(SpeedOptions(channels_last, autocast, compile, winograd))
+        self._graph.set_speed(SpeedOptions(autocast, compile, winograd))
 
     # ----- hooks -----
     def before_forward(self, fn: Any) -> None:

@@ -6,6 +6,7 @@ generator did, so the API itself is under test too.
 """
 import numpy as np
 import pytest
+import torch
 
 from caffe_cases import Case, assert_close, case_names, prepared_net
 from runner.net import Net
@@ -53,6 +54,20 @@ def test_forward_backward_match_caffe(case: Case) -> None:
     for key, want in case.arrays("param_diffs").items():
         layer, index = key.rsplit("/", 1)
         assert_close(net.params[layer][int(index)].diff, want, max(case.tolerance, 1e-4), f"{case.name}: param {key} diff")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.section}/{c.name}")
+def test_inference_forward_matches_caffe(case: Case) -> None:
+    """The same forward with no gradient recorded, as a deploy net or ``torch.no_grad()`` runs it: in-place
+    layers overwrite, and layers take their inference forms (``Layer.forward_inference``)."""
+    net = prepared_net(case)
+    with torch.no_grad():
+        net.forward()
+    for name, want in case.arrays("forward").items():
+        assert_close(net.blobs[name].data, want, case.tolerance, f"{case.name}: blob '{name}' forward")
+    for key, want in (case.arrays("params_after_forward") or {}).items():
+        layer, index = key.rsplit("/", 1)
+        assert_close(net.params[layer][int(index)].data, want, case.tolerance, f"{case.name}: {key} after forward")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.section}/{c.name}")

@@ -20,7 +20,6 @@ PRECISIONS = {
     "fp32": (False, {}),
     "tf32": (True, {}),
     "bf16_autocast": (False, dict(autocast=torch.bfloat16)),
-    "bf16_autocast_channels_last": (False, dict(autocast=torch.bfloat16, channels_last=True)),
 }
 
 

@@ -70,6 +70,10 @@ class Layer:
         sympy, over a second of every fresh process's first net."""
         return None
 
+    #: True where ``forward`` writes the layer's own parameters (BatchNorm's running statistics outside
+    #: use_global_stats): compiled code must then take them as inputs, never freeze them as constants.
+    writes_params = False
+
     #: True where the layer hands out tensors it keeps from one pass to the next (DummyData's constants):
     #: nothing may overwrite those in place.
     keeps_tops = False
@@ -77,6 +81,19 @@ class Layer:
     def forward_in_place(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
         """The tops written over the bottoms' memory, as Caffe's in-place layers do; None where the layer
         has no such form. The runner asks only when nothing else can see the bottoms (runner.in_place)."""
+        return None
+
+    def forward_inference(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
+        """A faster form of ``forward`` for the runner's inference loop (no gradient, no hooks, never traced
+        or exported), computing the same values up to float rounding; None where the layer has none. It
+        may use kernels that autograd, tracing or export do not take (oneDNN tensors, in-place sums)."""
+        return None
+
+    def channel_affine(self, bottom_shape: Shape, params: List[torch.Tensor]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """``(multiplier, addend)``, each of one value per channel (axis 1), where this layer's forward on a
+        single bottom of ``bottom_shape`` is ``x * multiplier + addend`` channel by channel; None where it
+        is not such a map. Inference runs a chain of them as one pass, or folds it into the convolution
+        before (``runner.fusion``)."""
         return None
 
     def check_bottoms(self, count_min: int, count_max: Optional[int], bottoms: Sequence[Any]) -> None:

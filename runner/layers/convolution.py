@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -151,8 +151,11 @@ class _ConvBase(ConvolutionGeometry):
         return [top] * len(bottom_shapes)
 
     def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
-        weight = params[0]
-        bias = params[1] if self.p.bias_term else None
+        return self.convolve(bottoms, params[0], params[1] if self.p.bias_term else None)
+
+    def convolve(self, bottoms: List[torch.Tensor], weight: torch.Tensor, bias: Optional[torch.Tensor]) -> List[torch.Tensor]:
+        """The tops for these weights and bias (None: none), which need not be the layer's own: inference
+        folds the per-channel affine layers after a convolution into them (``runner.fusion``)."""
         g, axis, _ = self._checked([tuple(b.shape) for b in bottoms], tuple(weight.shape))
         shape = tuple(bottoms[0].shape)
         op = (_DECONV if self.transposed else _CONV)[len(g.kernel)]

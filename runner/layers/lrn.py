@@ -7,7 +7,7 @@ Caffe's hand-written backward.
 """
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -54,3 +54,21 @@ class LRN(Layer):
             mean = F.avg_pool2d(square, self.size, stride=1, padding=half, count_include_pad=True)
             scale = 1.0 + self.alpha * mean
         return [x * scale.pow(-self.beta)]
+
+    def forward_inference(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
+        """ACROSS_CHANNELS as a few in-place passes: the channel window summed by shifted adds (pooling over a
+        5-D view was 5 times slower), and the usual beta of 0.75 as ``r * sqrt(r)`` with ``r = scale^-0.5``
+        (a pow is an exp and a log per element)."""
+        x = bottoms[0] if len(bottoms) == 1 else None
+        if x is None or not self.across or x.dim() != 4:
+            return None
+        square = x * x
+        window = square.clone()
+        for offset in range(1, min((self.size - 1) // 2, x.shape[1] - 1) + 1):
+            window[:, offset:] += square[:, :-offset]
+            window[:, :-offset] += square[:, offset:]
+        scale = window.mul_(self.alpha / self.size).add_(self.k)
+        if self.beta == 0.75:
+            root = scale.rsqrt_()
+            return [root.mul_(root.sqrt()).mul_(x)]
+        return [scale.pow_(-self.beta).mul_(x)]

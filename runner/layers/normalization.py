@@ -7,7 +7,7 @@ it with a Scale layer (``bias_term: true``). Scale and Bias broadcast a blob of 
 """
 from __future__ import annotations
 
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -45,6 +45,12 @@ def _broadcast(layer: Layer, x: torch.Tensor, operand: torch.Tensor, axis: int) 
     return operand.reshape(tuple(operand.shape) + (1,) * (x.dim() - end))
 
 
+def _per_channel(layer: Layer, bottom_shape: Shape, operands: List[torch.Tensor], axis: int) -> bool:
+    """Whether a one-bottom layer's learned operand is one value per channel: shape (C,) on axis 1."""
+    return (len(operands) == 1 and len(bottom_shape) >= 2 and canonical_axis(layer, axis, len(bottom_shape)) == 1
+            and tuple(operands[0].shape) == (bottom_shape[1],))
+
+
 def _constant_filler(value: float) -> Any:
     return caffe_pb2.FillerParameter(type="constant", value=value)
 
@@ -69,6 +75,10 @@ class BatchNorm(Layer):
             else:
                 layer_param.param.add().lr_mult = 0
 
+    @property
+    def writes_params(self) -> bool:  # type: ignore[override]
+        return not self.use_global_stats
+
     @staticmethod
     def _channels(shape: Shape) -> int:
         return 1 if len(shape) == 1 else shape[1]
@@ -89,16 +99,26 @@ class BatchNorm(Layer):
         dims = [d for d in range(x.dim()) if d != 1 or x.dim() == 1]
         # Caffe never back-propagates into the statistics: they enter as constants.
         mean_sum, var_sum, factor = (t.detach() for t in params)
-        if self.use_global_stats:
-            inverse = torch.where(factor == 0, torch.zeros_like(factor), 1 / factor)
-            mean = (mean_sum * inverse).reshape(stat_shape)
-            var = (var_sum * inverse).reshape(stat_shape)
-        else:
-            mean = x.mean(dim=dims, keepdim=True)
-            var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
-            self._update_running_stats(params, mean.detach().reshape(c), var.detach().reshape(c),
-                                       x.numel() // c)
+        if self.use_global_stats:  # an affine map with per-channel constants: one pass over x
+            multiplier, addend = self._global_affine(mean_sum, var_sum, factor)
+            return [torch.addcmul(addend.reshape(stat_shape), x, multiplier.reshape(stat_shape))]
+        mean = x.mean(dim=dims, keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+        self._update_running_stats(params, mean.detach().reshape(c), var.detach().reshape(c), x.numel() // c)
         return [(x - mean) / torch.sqrt(var + self.eps)]
+
+    def _global_affine(self, mean_sum: torch.Tensor, var_sum: torch.Tensor,
+                       factor: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The stored statistics as ``x * multiplier + addend``: 1/sqrt(var + eps) and -mean/sqrt(var + eps)."""
+        inverse = torch.where(factor == 0, torch.zeros_like(factor), 1 / factor)
+        multiplier = torch.rsqrt(var_sum * inverse + self.eps)
+        return multiplier, -mean_sum * inverse * multiplier
+
+    def channel_affine(self, bottom_shape: Shape, params: List[torch.Tensor]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        if not self.use_global_stats or len(bottom_shape) < 2 or len(params) != 3 \
+                or tuple(params[0].shape) != (bottom_shape[1],):
+            return None
+        return self._global_affine(*(t.detach() for t in params))
 
     def _update_running_stats(self, params: List[torch.Tensor], mean: torch.Tensor, var: torch.Tensor,
                               m: int) -> None:
@@ -135,14 +155,20 @@ class Scale(Layer):
             specs.append(ParamSpec(_operand_shape(self, shape, self.axis, bias_axes), self.bias_filler))
         return specs
 
+    def channel_affine(self, bottom_shape: Shape, params: List[torch.Tensor]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        if len(self.layer_param.bottom) != 1 or not _per_channel(self, bottom_shape, params[:1], self.axis):
+            return None
+        scale = params[0].detach()
+        return scale, params[1].detach() if self.bias_term else torch.zeros_like(scale)
+
     def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
         self.check_bottoms(1, 2, bottoms)
         x = bottoms[0]
         scale = bottoms[1] if len(bottoms) == 2 else params[0]
-        y = x * _broadcast(self, x, scale, self.axis)
-        if self.bias_term:
-            y = y + _broadcast(self, x, params[-1], self.axis)
-        return [y]
+        scale = _broadcast(self, x, scale, self.axis)
+        if self.bias_term:  # x * s + b in one pass
+            return [torch.addcmul(_broadcast(self, x, params[-1], self.axis), x, scale)]
+        return [x * scale]
 
 
 @register("Bias")
@@ -160,6 +186,12 @@ class Bias(Layer):
         if len(bottom_shapes) == 2:
             return []
         return [ParamSpec(_operand_shape(self, tuple(bottom_shapes[0]), self.axis, self.num_axes), self.filler)]
+
+    def channel_affine(self, bottom_shape: Shape, params: List[torch.Tensor]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        if len(self.layer_param.bottom) != 1 or not _per_channel(self, bottom_shape, params, self.axis):
+            return None
+        bias = params[0].detach()
+        return torch.ones_like(bias), bias
 
     def forward(self, bottoms: List[torch.Tensor], params: List[torch.Tensor]) -> List[torch.Tensor]:
         self.check_bottoms(1, 2, bottoms)
