@@ -20,13 +20,7 @@ from netspec.prototxt import parse_prototxt
 from runner.net import Net
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Toy-sized ops are fastest, and steadiest on a busy machine, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: toy-sized ops on one thread
 
 
 def _net(param, seed=0):

@@ -23,12 +23,7 @@ layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: toy-sized ops on one thread
 
 
 def _nets():

@@ -27,7 +27,6 @@ from caffe_cases import ROOT
 from data_layers.encoders import save_sbd_cls
 from data_layers.readers import read_index_png, read_mat, read_rgb
 from malformed import png_header_only
-from netspec import caffe_pb2
 from netspec.caffemodel import load_caffemodel, load_solverstate
 from netspec.hdf5 import load_weights_hdf5
 from netspec.prototxt import read_prototxt

@@ -1,7 +1,6 @@
 """Issue #14's findings about files and input, each reproduced on real files first: writers that never
 overwrite what they did not write, paths that stay inside their roots, weights never lost or silently
 missing, and limits checked before anything is allocated."""
-import os
 import subprocess
 import sys
 import warnings
